@@ -1,15 +1,209 @@
-"""Entry point placeholder; replaced as the flows land."""
+"""``buildfleet``: turn argv into one of the flows and an exit code.
+
+Each flow lives in its own module and is imported only when chosen, so a
+worker or ``-H`` starts fast and a problem in one room cannot break another.
+Every error a user can cause ends here as one line on stderr and exit 1.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import signal
 import sys
+import tempfile
+import traceback
+from pathlib import Path
+from types import FrameType
 
 from buildfleet.cmdline import parse_args
 
+EXIT_USAGE = 1
+
+
+class UsageError(Exception):
+    """Options that cannot work together."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from buildfleet.boards import BoardsError
+    from buildfleet.gitutil import GitError
+    from buildfleet.plan import PlanError
+    from buildfleet.settings import SettingsError
+    from buildfleet.toolchains import ToolchainError
+
+    errors: list[type[BaseException]] = [UsageError, BoardsError, GitError, PlanError,
+                                         SettingsError, ToolchainError]
+    try:
+        from buildfleet.fleet.machines import MachineError
+        errors.append(MachineError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt()
+
 
 def main(argv: list[str] | None = None) -> int:
-    parse_args(argv)
-    return 0
+    args = parse_args(argv)
+    if args.full_help:
+        from buildfleet.manual import show_manual
+        return show_manual()
+    if args.worker:
+        from buildfleet.fleet.worker import run_worker
+        return run_worker(args)
+    try:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    except ValueError:
+        pass  # not the main thread (tests calling main() directly)
+    try:
+        return _run(args)
+    except _user_errors() as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"buildfleet: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nInterrupted", file=sys.stderr)
+        return 130
+
+
+def _check_usage(args: argparse.Namespace) -> None:
+    if args.no_local and not args.dist:
+        raise UsageError("--no-local requires --dist")
+    if args.config_only and args.target:
+        raise UsageError("--config-only cannot be used with --target")
+    if args.work_in_output:
+        raise UsageError("-w (work in output) is not supported by buildfleet yet")
+    if args.extend:
+        raise UsageError("-X (extended boards) is not supported by buildfleet yet")
+    if args.adjust_cfg or args.fragments:
+        raise UsageError("-a/--adjust-cfg and --fragments are not supported by buildfleet yet")
+
+
+def _setup_demo(args: argparse.Namespace) -> None:
+    """``--demo``: make the demo tree and build its ``demo`` branch from inside it."""
+    from buildfleet.demo import make_demo_tree
+
+    if args.demo:
+        root = Path(args.demo).resolve()
+    else:
+        root = Path(tempfile.mkdtemp(prefix="buildfleet-demo-"))
+    tree = root / "tree"
+    if not (tree / ".git").is_dir():
+        print(f"Creating the demo tree in {tree}", flush=True)
+        make_demo_tree(tree)
+    os.chdir(tree)
+    args.git = "."
+    if not args.branch:
+        args.branch = "demo"
+    if not args.summary:
+        args.build_summary = True
+    print(f"Results go to {root / args.branch}", flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from buildfleet.settings import load_settings
+
+    _check_usage(args)
+    if args.demo is not None:
+        _setup_demo(args)
+    settings = load_settings(Path(args.config_file) if args.config_file else None)
+    for warning in settings.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    if args.fetch_arch:
+        from buildfleet.toolchains import fetch_arch
+        return fetch_arch(args.fetch_arch, settings)
+    if args.kill_workers:
+        from buildfleet.fleet.machine_report import run_kill_workers
+        return run_kill_workers(args, settings)
+    from buildfleet.toolchains import run_list_toolchains, scan_toolchains
+    if args.list_tool_chains:
+        return run_list_toolchains(args, settings)
+    toolchains = scan_toolchains(settings, verbose=False)
+    if args.mach:
+        from buildfleet.fleet.machine_report import run_mach
+        return run_mach(args, settings, toolchains.archs())
+    return _run_build_or_summary(args, settings, toolchains)
+
+
+def _source_dir(args: argparse.Namespace) -> Path:
+    from buildfleet import gitutil
+
+    src = Path(args.git).resolve()
+    if not src.is_dir():
+        raise UsageError(f"source directory {src} does not exist")
+    try:
+        return gitutil.toplevel(src)
+    except gitutil.GitError:
+        if args.branch:
+            raise UsageError(f"{src} is not a git repository") from None
+        return src
+
+
+def _run_build_or_summary(args: argparse.Namespace, settings: object, toolchains: object) -> int:
+    from buildfleet.plan import dry_run_lines, make_plan, remove_old_commit_dirs
+    from buildfleet.settings import Settings
+    from buildfleet.toolchains import Toolchains, print_arch, print_prefix
+
+    assert isinstance(settings, Settings) and isinstance(toolchains, Toolchains)
+    src_dir = _source_dir(args)
+    if not (src_dir / "Kconfig").is_file() and not (src_dir / "configs").is_dir():
+        raise UsageError(f"{src_dir} does not look like a U-Boot tree (no Kconfig or configs/); "
+                         "try 'buildfleet --demo'")
+    output_dir = Path(args.output_dir)
+    if not output_dir.is_absolute():
+        output_dir = (Path.cwd() / output_dir).resolve()
+    if args.work_dir is not None:
+        raise UsageError("--work-dir is only for --worker")
+    plan = make_plan(args, settings, src_dir, output_dir)
+    for name in plan.selection.not_found:
+        print(f"Boards not found: {name}", file=sys.stderr)
+    for term in plan.selection.unmatched_terms:
+        print(f"Warning: term '{term}' matches no board", file=sys.stderr)
+    if args.print_prefix:
+        print(print_prefix(plan.boards, toolchains))
+        return 0
+    if args.print_arch:
+        print(print_arch(plan.boards, toolchains))
+        return 0
+    if args.summary:
+        return _summary(args, plan)
+    if args.dry_run:
+        print("\n".join(dry_run_lines(plan, args.verbose)))
+        return 0
+    if plan.branch is not None:
+        remove_old_commit_dirs(plan.base, plan.all_commits)
+    start_remote = None
+    if args.dist:
+        from buildfleet.fleet.boss import remote_starter
+        start_remote = remote_starter(settings, toolchains)
+    from buildfleet.runner import run_plan
+    code = run_plan(plan, args, toolchains, start_remote)
+    _reports(args, plan)
+    if args.build_summary:
+        _summary(args, plan)
+    return code
+
+
+def _summary(args: argparse.Namespace, plan: object) -> int:
+    from buildfleet.plan import RunPlan
+    from buildfleet.results.summary import run_summary
+
+    assert isinstance(plan, RunPlan)
+    return run_summary(args, plan.base, plan.commits, plan.boards)
+
+
+def _reports(args: argparse.Namespace, plan: object) -> None:
+    if not (args.report or args.junit or args.html):
+        return
+    from buildfleet.plan import RunPlan
+    from buildfleet.results.summary import write_reports
+
+    assert isinstance(plan, RunPlan)
+    write_reports(args, plan.base, plan.commits, plan.boards)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,38 @@ The policy has no threads, no I/O and no clock of its own: the caller passes
 ``now``. That lets the real boss (through ``pool.JobPool``) and the simulated
 clock of ``bench/dispatch_sim.py`` drive the very same code.
 
-This module holds the interface and the plain demand-driven policy (list
-order, first come first served, as buildman's boss). Smarter policies keep the
-same methods.
+Two policies share one interface:
+
+- :class:`FifoPolicy`, plain demand-driven dispatch in selection order (what
+  buildman's boss does), kept as the baseline;
+- :class:`CostAwarePolicy`, which serves the pool longest-expected-first,
+  places each board on the executor expected to finish it earliest, and
+  hedges the tail by starting a second copy of a straggler on an idle
+  executor.
+
+How a driver uses either (the pool does exactly this):
+
+1. ``add_executor`` per executor, ``add_jobs`` once;
+2. whenever an executor has a free slot: ``take(name, now)``; when that gives
+   None, ``hedge(name, now)`` (CostAwarePolicy only);
+3. when an executor delivered every result of a board: ``finished(name,
+   target, now)``; if it returned True, cancel the copies named by
+   ``losers(target)``; if it returned False, discard that executor's results;
+4. a None from ``take`` is not final while ``has_work_for`` is True: ask again
+   after any ``finished``/``failed``/``remove_executor`` (the cost-aware policy
+   may hold a big board back for a faster executor that frees up soon);
+5. ``stats`` holds per-executor busy and idle time, the scheduling efficiency
+   and the tail, for the post-run line.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from buildfleet.fleet.costs import CostModel
 from buildfleet.model import Board, BuildJob
 
 
@@ -27,6 +49,7 @@ class ExecutorState:
     in_flight: set[str] = field(default_factory=set)
     failures: int = 0
     quarantined: bool = False
+    speed: float = 1.0
 
 
 @dataclass
@@ -38,6 +61,112 @@ class JobState:
     started_at: float | None = None
 
 
+# -- statistics -----------------------------------------------------------------
+@dataclass
+class ExecutorStats:
+    """Slot-seconds one executor spent, for its busy/idle report."""
+
+    name: str
+    slots: int
+    added_at: float | None = None
+    removed_at: float | None = None
+    busy: float = 0.0
+    """Slot-seconds of every copy it ran (won, lost or failed)."""
+    wasted: float = 0.0
+    """Slot-seconds of copies whose result did not count (hedge losers, failures)."""
+    boards: int = 0
+    """Boards whose winning result came from this executor."""
+    hedges: int = 0
+
+    def capacity(self, start: float, end: float) -> float:
+        """Slot-seconds it offered between ``start`` and ``end``."""
+        lo = start if self.added_at is None else max(start, self.added_at)
+        hi = end if self.removed_at is None else min(end, self.removed_at)
+        return self.slots * max(0.0, hi - lo)
+
+
+@dataclass
+class DispatchStats:
+    """What the boss prints after the run: efficiency, tail, per-machine time.
+
+    ``efficiency`` = useful build time / (sum of slots × wall time);
+    ``tail`` = time from the first slot left idle with an empty pool to the end.
+    """
+
+    started_at: float | None = None
+    ended_at: float | None = None
+    pool_empty_at: float | None = None
+    first_idle_at: float | None = None
+    useful: float = 0.0
+    executors: dict[str, ExecutorStats] = field(default_factory=dict)
+
+    @property
+    def wall(self) -> float:
+        if self.started_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def capacity(self) -> float:
+        if self.started_at is None or self.ended_at is None:
+            return 0.0
+        return sum(e.capacity(self.started_at, self.ended_at) for e in self.executors.values())
+
+    @property
+    def efficiency(self) -> float:
+        cap = self.capacity
+        return self.useful / cap if cap > 0 else 0.0
+
+    @property
+    def tail(self) -> float:
+        if self.first_idle_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, self.ended_at - self.first_idle_at)
+
+    def busy_time(self, name: str) -> float:
+        e = self.executors.get(name)
+        return e.busy if e else 0.0
+
+    def idle_time(self, name: str) -> float:
+        e = self.executors.get(name)
+        if e is None or self.started_at is None or self.ended_at is None:
+            return 0.0
+        return max(0.0, e.capacity(self.started_at, self.ended_at) - e.busy)
+
+    def summary_line(self) -> str:
+        hedges = sum(e.hedges for e in self.executors.values())
+        wasted = sum(e.wasted for e in self.executors.values())
+        return (f"Dispatch: wall {self.wall:.1f}s, scheduling efficiency "
+                f"{100 * self.efficiency:.1f}%, tail {self.tail:.1f}s, "
+                f"hedged {hedges}, wasted {wasted:.1f} slot-s")
+
+    def machine_lines(self) -> list[str]:
+        return [f"  {e.name}: {e.slots} slots, {e.boards} boards, busy {e.busy:.1f} slot-s, "
+                f"idle {self.idle_time(e.name):.1f} slot-s"
+                for e in sorted(self.executors.values(), key=lambda x: x.name)]
+
+
+# -- make -j -------------------------------------------------------------------------
+def make_jobs(threads: int, max_boards: int, in_flight: int) -> int:
+    """``make -j`` for a board starting on a machine (the seed's ``max_boards`` rule).
+
+    ``threads`` is the machine's CPU threads, ``max_boards`` its cap on boards
+    in flight (0 or less: one board per thread), ``in_flight`` the boards
+    running *including the one starting*. At steady state each board gets its
+    share, ``threads // in_flight``; when fewer boards than the cap run (the
+    tail), each gets up to twice its share so the machine stays busy. Never
+    below 1 nor above ``threads``. (Counting the starting board avoids
+    buildman's off-by-one, where every refill saw one board fewer and got the
+    tail's double share.)
+    """
+    threads = max(1, threads)
+    active = max(1, in_flight)
+    baseline = max_boards if max_boards > 0 else threads
+    share = 2 * threads // active if active < baseline else threads // active
+    return max(1, min(threads, share))
+
+
+# -- the baseline --------------------------------------------------------------------
 class FifoPolicy:
     """Demand-driven dispatch in selection order.
 
@@ -54,20 +183,43 @@ class FifoPolicy:
         self.jobs: dict[str, JobState] = {}
         self.finished_targets: set[str] = set()
         self.abandoned: dict[str, str] = {}
+        self.stats = DispatchStats()
+        self._started: dict[tuple[str, str], float] = {}
+        self._clock: float | None = None
 
     # -- set-up ---------------------------------------------------------------
-    def add_executor(self, name: str, slots: int, can_build: Callable[[Board], bool]) -> None:
-        self.executors[name] = ExecutorState(name, max(1, slots), can_build)
+    def add_executor(self, name: str, slots: int, can_build: Callable[[Board], bool],
+                     *, speed: float | None = None, now: float | None = None) -> None:
+        """Register an executor with ``slots`` boards in flight at most.
 
-    def remove_executor(self, name: str) -> list[BuildJob]:
-        """Forget an executor; its in-flight jobs go back to the pool."""
+        ``speed`` is its relative speed (1.0 = the fastest known machine);
+        the baseline only records it. ``now`` starts its idle-time account
+        (default: the start of the run).
+        """
+        self.executors[name] = ExecutorState(name, max(1, slots), can_build,
+                                             speed=speed if speed and speed > 0 else 1.0)
+        self.stats.executors[name] = ExecutorStats(name, max(1, slots), added_at=now)
+
+    def remove_executor(self, name: str, *, now: float | None = None) -> list[BuildJob]:
+        """Forget an executor; its in-flight jobs go back to the pool.
+
+        Returns the jobs that went back (a hedged job that another executor
+        still builds does not go back and is not returned).
+        """
+        now = self._tick(now)
         state = self.executors.pop(name, None)
         if state is None:
             return []
+        es = self.stats.executors.get(name)
+        if es is not None and now is not None:
+            es.removed_at = now
         back = []
         for target in sorted(state.in_flight):
-            back.append(self.jobs[target].job)
+            js = self.jobs[target]
+            self._account(name, target, now, won=False)
             self._release(name, target, requeue=True)
+            if not js.owners and target in self.pending:
+                back.append(js.job)
         return back
 
     def add_jobs(self, jobs: list[BuildJob]) -> None:
@@ -111,39 +263,53 @@ class FifoPolicy:
     def all_done(self) -> bool:
         return all(t in self.finished_targets or t in self.abandoned for t in self.jobs)
 
+    def busy_time(self, name: str) -> float:
+        """Slot-seconds ``name`` has spent building so far (finished copies)."""
+        return self.stats.busy_time(name)
+
+    def idle_time(self, name: str) -> float:
+        """Slot-seconds ``name`` offered but did not use, over the run so far."""
+        return self.stats.idle_time(name)
+
     # -- transitions ----------------------------------------------------------
     def take(self, name: str, now: float) -> BuildJob | None:
         """Give ``name`` its next job, or None if nothing fits it right now."""
+        self._tick(now)
         if not self.usable(name):
             return None
-        state = self.executors[name]
         for i, target in enumerate(self.pending):
             if self.buildable_by(name, target):
                 del self.pending[i]
-                js = self.jobs[target]
-                js.owners.add(name)
-                js.tried_on.append(name)
-                js.started_at = now
-                state.in_flight.add(target)
-                return js.job
+                return self._assign(name, target, now)
         return None
 
     def finished(self, name: str, target: str, now: float) -> bool:
-        """``name`` delivered every result of ``target``. False if it no longer owned it."""
+        """``name`` delivered every result of ``target``.
+
+        True if this is the result that counts (the first copy to finish).
+        False if ``name`` no longer owned it (a lost hedge, or a job taken
+        away from it): the caller discards those results.
+        """
+        self._tick(now)
         js = self.jobs.get(target)
         if js is None or name not in js.owners or target in self.finished_targets:
             return False
         self.finished_targets.add(target)
         for owner in list(js.owners):
+            self._account(owner, target, now, won=owner == name)
             self._release(owner, target, requeue=False)
+        if not self.pending and self.stats.first_idle_at is None:
+            self.stats.first_idle_at = now
         return True
 
-    def failed(self, name: str, target: str, reason: str) -> None:
+    def failed(self, name: str, target: str, reason: str, *, now: float | None = None) -> None:
         """An infrastructure failure on ``name``: the job goes back, or is abandoned."""
+        now = self._tick(now)
         js = self.jobs.get(target)
         if js is None or name not in js.owners:
             return
         js.infra_failures += 1
+        self._account(name, target, now, won=False)
         self._release(name, target, requeue=True)
         if js.infra_failures > self.max_infra_retries and not js.owners:
             if target in self.pending:
@@ -158,6 +324,47 @@ class FifoPolicy:
         if state.failures >= self.quarantine_after:
             state.quarantined = True
 
+    # -- internals ------------------------------------------------------------
+    def _tick(self, now: float | None) -> float | None:
+        """Remember the latest time seen (for calls that do not pass one)."""
+        if now is None:
+            return self._clock
+        if self._clock is None or now > self._clock:
+            self._clock = now
+        return now
+
+    def _assign(self, name: str, target: str, now: float) -> BuildJob:
+        js = self.jobs[target]
+        js.owners.add(name)
+        js.tried_on.append(name)
+        js.started_at = now
+        self.executors[name].in_flight.add(target)
+        self._started[(name, target)] = now
+        if self.stats.started_at is None:
+            self.stats.started_at = now
+        if not self.pending and self.stats.pool_empty_at is None:
+            self.stats.pool_empty_at = now
+        return js.job
+
+    def _account(self, name: str, target: str, now: float | None, won: bool) -> None:
+        """Book the slot-time of ``name``'s copy of ``target`` as it ends."""
+        start = self._started.pop((name, target), None)
+        es = self.stats.executors.get(name)
+        if start is None or es is None or now is None:
+            return
+        spent = max(0.0, now - start)
+        es.busy += spent
+        if won:
+            es.boards += 1
+            self.stats.useful += spent
+        else:
+            es.wasted += spent
+        if self.stats.ended_at is None or now > self.stats.ended_at:
+            self.stats.ended_at = now
+
+    def _requeue(self, target: str) -> None:
+        self.pending.insert(0, target)
+
     def _release(self, name: str, target: str, requeue: bool) -> None:
         js = self.jobs[target]
         js.owners.discard(name)
@@ -166,4 +373,191 @@ class FifoPolicy:
             state.in_flight.discard(target)
         if (requeue and not js.owners and target not in self.finished_targets
                 and target not in self.pending):
-            self.pending.insert(0, target)
+            self._requeue(target)
+            self.stats.pool_empty_at = None
+            self.stats.first_idle_at = None
+
+
+# -- the cost-aware policy -----------------------------------------------------------
+class CostAwarePolicy(FifoPolicy):
+    """Longest-expected-first, earliest-finish placement, tail hedging.
+
+    ``costs`` estimates each board's seconds on a speed-1.0 machine and each
+    machine's speed (an ``add_executor(speed=...)`` overrides the latter).
+
+    Placement: when ``name`` asks, the policy plans the pending pool in
+    longest-first order onto every usable executor's slots (free slots now,
+    busy ones when their current board is expected to end), each board to the
+    executor that would finish it earliest. ``name`` gets the first board the
+    plan gives it; a board another executor would finish more than
+    ``margin`` × its duration earlier is left for that one. The executor the
+    plan prefers for a board is never refused it, so every board is handed
+    out as soon as its best executor asks: nothing starves, and a None only
+    lasts until the next ``finished``/``failed``.
+
+    Hedging (``hedging=True``): :meth:`hedge` gives an idle executor a second
+    copy of the straggler expected to end last, when the pool is empty for
+    it. The first copy to finish wins (``finished`` returns True) and
+    :meth:`losers` names the executors whose copies must be cancelled; a
+    later ``finished`` for the same board returns False.
+    """
+
+    def __init__(self, costs: CostModel | None = None, *, hedging: bool = True,
+                 margin: float = 0.05) -> None:
+        super().__init__()
+        self.costs = costs if costs is not None else CostModel()
+        self.hedging = hedging
+        self.margin = margin
+        self._cost: dict[str, float] = {}
+        self._seq: dict[str, int] = {}
+        self._hedged: set[str] = set()
+        self._losers: dict[str, list[str]] = {}
+        self._can: dict[tuple[str, str], bool] = {}
+
+    # -- set-up ---------------------------------------------------------------
+    def add_executor(self, name: str, slots: int, can_build: Callable[[Board], bool],
+                     *, speed: float | None = None, now: float | None = None) -> None:
+        """As FifoPolicy; ``speed`` None takes the machine's speed from the history."""
+        if speed is None or speed <= 0:
+            speed = self.costs.speed(name)
+        super().add_executor(name, slots, can_build, speed=speed, now=now)
+        for key in [k for k in self._can if k[0] == name]:
+            del self._can[key]
+
+    def add_jobs(self, jobs: list[BuildJob]) -> None:
+        for job in jobs:
+            target = job.board.target
+            self._cost[target] = self.costs.job_cost(job)
+            self._seq[target] = len(self._seq)
+            self.jobs[target] = JobState(job)
+        self.pending = sorted(set(self.pending) | {j.board.target for j in jobs}, key=self._key)
+
+    def expected_cost(self, target: str) -> float:
+        """Expected seconds of ``target`` on a speed-1.0 machine."""
+        return self._cost.get(target, 1.0)
+
+    # -- queries --------------------------------------------------------------
+    def buildable_by(self, name: str, target: str) -> bool:
+        js = self.jobs[target]
+        if js.infra_failures and name in js.tried_on:
+            return False
+        key = (name, target)
+        can = self._can.get(key)
+        if can is None:
+            can = self._can[key] = self.executors[name].can_build(js.job.board)
+        return can
+
+    def losers(self, target: str) -> list[str]:
+        """Executors whose copies of ``target`` lost to the one that finished first.
+
+        Call once, right after ``finished`` returned True, and cancel each
+        (``cancel_board``). Their slots are already free in the policy; any
+        result they still send gets False from ``finished`` and is discarded.
+        """
+        return self._losers.pop(target, [])
+
+    # -- transitions ----------------------------------------------------------
+    def take(self, name: str, now: float) -> BuildJob | None:
+        self._tick(now)
+        if not self.usable(name) or not self.pending:
+            return None
+        plan = self._slot_plan(now, asker=name)
+        speeds = {n: s.speed for n, s in self.executors.items()}
+        for i, target in enumerate(self.pending):
+            cost = self._cost[target]
+            best: str | None = None
+            best_end = 0.0
+            mine: float | None = None
+            for other, slots in plan.items():
+                if not self.buildable_by(other, target):
+                    continue
+                end = slots[0] + cost / speeds[other]
+                if other == name:
+                    mine = end
+                if best is None or end < best_end:
+                    best, best_end = other, end
+            if best is None:
+                continue  # nobody usable can build it now
+            if mine is not None and (best == name
+                                     or mine - self.margin * cost / speeds[name] <= best_end):
+                del self.pending[i]
+                return self._assign(name, target, now)
+            # Book it on its best executor's earliest slot and plan on.
+            heapq.heapreplace(plan[best], best_end)
+        return None
+
+    def hedge(self, name: str, now: float) -> BuildJob | None:
+        """A second copy of the straggler expected to end last, or None.
+
+        Only when hedging is on, ``name`` is usable, no pending board is
+        buildable by it, and its copy is expected to end before the running
+        one. Never a board already hedged or one ``name`` already owns.
+        """
+        self._tick(now)
+        if not self.hedging or not self.usable(name):
+            return None
+        if any(self.buildable_by(name, t) for t in self.pending):
+            return None
+        speed = self.executors[name].speed
+        pick: str | None = None
+        pick_end = 0.0
+        for owner, state in self.executors.items():
+            if owner == name:
+                continue
+            for target in state.in_flight:
+                js = self.jobs[target]
+                if (target in self._hedged or name in js.owners or len(js.owners) != 1
+                        or not self.buildable_by(name, target)):
+                    continue
+                owner_end = self._expected_end(owner, target, now)
+                mine = now + self._cost[target] / speed
+                if mine >= owner_end or (pick is not None and owner_end <= pick_end):
+                    continue
+                pick, pick_end = target, owner_end
+        if pick is None:
+            return None
+        self._hedged.add(pick)
+        js = self.jobs[pick]
+        js.owners.add(name)
+        self.executors[name].in_flight.add(pick)
+        self._started[(name, pick)] = now
+        self.stats.executors[name].hedges += 1
+        return js.job
+
+    def finished(self, name: str, target: str, now: float) -> bool:
+        """As FifoPolicy; on True, :meth:`losers` names the copies to cancel."""
+        js = self.jobs.get(target)
+        others = sorted(o for o in js.owners if o != name) if js is not None else []
+        won = super().finished(name, target, now)
+        if won and others:
+            self._losers[target] = others
+        return won
+
+    # -- internals ------------------------------------------------------------
+    def _key(self, target: str) -> tuple[float, int]:
+        return (-self._cost.get(target, 1.0), self._seq.get(target, 0))
+
+    def _requeue(self, target: str) -> None:
+        bisect.insort(self.pending, target, key=self._key)
+
+    def _expected_end(self, name: str, target: str, now: float) -> float:
+        """When ``name``'s copy of ``target`` should end; overdue copies get half their age."""
+        start = self._started.get((name, target), now)
+        end = start + self._cost[target] / self.executors[name].speed
+        if end > now:
+            return end
+        return now + 0.5 * (now - start) + 1e-6
+
+    def _slot_plan(self, now: float, asker: str) -> dict[str, list[float]]:
+        """Per usable executor, a heap of the times its slots become free."""
+        plan: dict[str, list[float]] = {}
+        for name, state in self.executors.items():
+            if state.quarantined:
+                continue
+            ends = sorted(self._expected_end(name, t, now) for t in state.in_flight)
+            free = state.slots - len(ends)
+            if name == asker:
+                free = max(1, free)
+            times = [now] * max(0, free) + ends
+            plan[name] = times[:state.slots] if len(times) > state.slots else times
+        return plan

@@ -1,0 +1,80 @@
+"""The local machine as an executor: N slots pulling board jobs from the pool.
+
+Each slot is a thread driving the shared builder in its own worktree. A slot
+that crashes counts as a thread exception (exit 102) and its board goes back
+to the pool for another executor; it is never silently lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+
+from buildfleet.build.builder import Builder, BuildInterrupted, Slot
+from buildfleet.fleet.pool import JobPool
+from buildfleet.fleet.sink import ResultSink
+
+LOCAL = "local"
+
+
+class LocalExecutor:
+    name = LOCAL
+
+    def __init__(self, pool: JobPool, builder: Builder, slots: list[Slot], sink: ResultSink,
+                 make_jobs: Callable[[int], int], stop: threading.Event,
+                 log: Callable[[str], None], debug: bool = False) -> None:
+        self.pool = pool
+        self.builder = builder
+        self.slots = slots
+        self.sink = sink
+        self.make_jobs = make_jobs
+        self.stop = stop
+        self.log = log
+        self.debug = debug
+        self.exceptions = 0
+        self._active = 0
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def active(self) -> int:
+        with self._lock:
+            return self._active
+
+    def start(self) -> None:
+        for slot in self.slots:
+            t = threading.Thread(target=self._run_slot, args=(slot,), daemon=True,
+                                 name=f"slot-{slot.index:02d}")
+            t.start()
+            self._threads.append(t)
+
+    def join(self, timeout: float | None = None) -> bool:
+        for t in self._threads:
+            t.join(timeout)
+        return not any(t.is_alive() for t in self._threads)
+
+    def _run_slot(self, slot: Slot) -> None:
+        while not self.stop.is_set():
+            job = self.pool.take(LOCAL)
+            if job is None:
+                return
+            target = job.board.target
+            with self._lock:
+                self._active += 1
+            try:
+                self.builder.build(job, slot, lambda: self.make_jobs(self.active()),
+                                   lambda r: self.sink.accept(LOCAL, r), self.stop)
+                self.pool.finished(LOCAL, target)
+            except BuildInterrupted:
+                self.pool.failed(LOCAL, target, "interrupted")
+                return
+            except Exception as exc:  # noqa: BLE001 - a slot must survive any board
+                with self._lock:
+                    self.exceptions += 1
+                self.log(f"Thread exception (board {target}): {exc}")
+                if self.debug:
+                    self.log(traceback.format_exc())
+                self.pool.failed(LOCAL, target, f"exception: {exc}")
+            finally:
+                with self._lock:
+                    self._active -= 1

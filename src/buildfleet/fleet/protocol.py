@@ -1,0 +1,297 @@
+"""The boss/worker wire protocol: framing, message names and their fields.
+
+Both sides import this one module, so a message the boss can build is a
+message the worker accepts, and vice versa. The contract is PROTOCOL.md §4;
+this module is its executable form. Decoders never raise anything but
+:class:`ProtocolError`, whose text is fit to go back verbatim in an ``error``
+reply: a worker must answer garbage with an error and keep going.
+
+Framing
+-------
+* boss -> worker: one compact JSON object per line (``encode_command``).
+* worker -> boss: ``BM> `` + one compact JSON object per line
+  (``encode_reply``). Lines without the prefix (login banners, stray prints)
+  are skipped by the reader (``decode_reply_line`` returns None).
+* UTF-8 throughout. Commands are capped at ``MAX_COMMAND_LINE`` bytes; replies
+  at ``MAX_REPLY_LINE`` (a ``build_result`` carries files).
+* Unknown fields are ignored by both sides (either may add fields).
+
+Commands (boss -> worker)
+-------------------------
+========================  =====================================================
+``setup``                 ``work_dir`` str. Reply ``setup_done`` {work_dir,
+                          git_dir} (absolute paths), or ``error`` if another
+                          worker holds the directory's lock.
+``configure``             ``settings`` object (``BuildFlags.to_dict()``),
+                          optional ``toolchains`` {arch: gcc path} (a hint).
+                          Reply ``configure_done`` {toolchains: {arch: path}}
+                          (what the worker will use).
+``build_prepare``         ``commits`` [hash | null, ...], optional
+                          ``max_boards`` int >= 1. Replies ``build_started``
+                          {num_threads}, ``worktree_created`` {thread} per
+                          slot, then ``build_prepare_done``.
+``build_board``           ``board`` target, ``arch``; optional ``cpu``,
+                          ``soc``, ``vendor``, ``board_name``, ``config_name``
+                          (target info) and ``commits`` [index, ...] (a subset
+                          of the prepared commits; default all). Replies
+                          ``heartbeat`` {board, thread} at start and at least
+                          every ``HEARTBEAT_INTERVAL`` s while building, then
+                          one ``build_result`` per commit.
+``build_done``            Reply ``build_done`` {exceptions} once the queue has
+                          drained and every slot is idle.
+``cancel_board``          ``board``. Drops the board if queued, stops it (kills
+                          its make) if building. Reply ``board_cancelled``
+                          {board}; no ``build_result`` for that board follows
+                          the reply.
+``quit``                  Reply ``quit_ack``; the worker then kills its
+                          process group and exits.
+========================  =====================================================
+
+Replies (worker -> boss)
+------------------------
+``ready`` {nthreads, slots, version, protocol} is sent unasked at start.
+``build_result`` is ``BuildResult.to_wire()`` (see ``buildfleet.model``).
+``error`` {msg} answers any unknown or invalid command; the worker carries on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import IO, Any
+
+from buildfleet import PROTOCOL_VERSION, __version__
+
+PREFIX = "BM> "
+PREFIX_BYTES = PREFIX.encode("ascii")
+MAX_COMMAND_LINE = 1 << 20
+MAX_REPLY_LINE = 64 << 20
+HEARTBEAT_INTERVAL = 5.0
+TARGET_INFO_FIELDS = ("cpu", "soc", "vendor", "board_name", "config_name")
+
+
+class ProtocolError(Exception):
+    """A line that is not a valid message; the text suits an ``error`` reply."""
+
+
+# -- field checks ---------------------------------------------------------------
+Check = Callable[[Any], bool]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_nonempty_str(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_str_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _is_commit_list(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) > 0
+            and all(v is None or _is_nonempty_str(v) for v in value))
+
+
+def _is_index_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_int(v) and v >= 0 for v in value)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return _is_int(value) and value >= 1
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+# name -> (check, what the check wants, in words)
+_KINDS: dict[str, tuple[Check, str]] = {
+    "str": (_is_str, "a string"),
+    "name": (_is_nonempty_str, "a non-empty string"),
+    "int": (_is_int, "an integer"),
+    "count": (_is_positive_int, "an integer >= 1"),
+    "number": (_is_number, "a number"),
+    "object": (_is_object, "an object"),
+    "str_map": (_is_str_map, "an object of strings"),
+    "commits": (_is_commit_list, "a non-empty list of commit hashes (or null)"),
+    "indices": (_is_index_list, "a list of integers >= 0"),
+}
+
+# cmd -> {field: (kind, required)}
+COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
+    "setup": {"work_dir": ("str", True)},
+    "configure": {"settings": ("object", True), "toolchains": ("str_map", False)},
+    "build_prepare": {"commits": ("commits", True), "max_boards": ("count", False)},
+    "build_board": {
+        "board": ("name", True), "arch": ("name", True), "commits": ("indices", False),
+        **{f: ("str", False) for f in TARGET_INFO_FIELDS},
+    },
+    "build_done": {},
+    "cancel_board": {"board": ("name", True)},
+    "quit": {},
+}
+
+# resp -> {field: (kind, required)}; the boss checks these on receipt.
+REPLIES: dict[str, dict[str, tuple[str, bool]]] = {
+    "ready": {"nthreads": ("count", True), "slots": ("count", True),
+              "version": ("str", False), "protocol": ("int", False)},
+    "setup_done": {"work_dir": ("name", True), "git_dir": ("name", True)},
+    "configure_done": {"toolchains": ("str_map", False)},
+    "build_started": {"num_threads": ("count", True)},
+    "worktree_created": {"thread": ("int", True)},
+    "build_prepare_done": {},
+    "heartbeat": {"board": ("name", True), "thread": ("int", True)},
+    "build_result": {"board": ("name", True), "commit_upto": ("int", True),
+                     "return_code": ("int", True), "duration": ("number", False),
+                     "files": ("object", False)},
+    "build_done": {"exceptions": ("int", True)},
+    "board_cancelled": {"board": ("name", True)},
+    "quit_ack": {},
+    "error": {"msg": ("str", True)},
+}
+
+
+def _check_fields(kind_name: str, name: str, msg: dict[str, Any],
+                  schema: dict[str, tuple[str, bool]]) -> None:
+    for fld, (kind, required) in schema.items():
+        if fld not in msg:
+            if required:
+                raise ProtocolError(f"{kind_name} {name!r}: missing field {fld!r}")
+            continue
+        check, want = _KINDS[kind]
+        if not check(msg[fld]):
+            raise ProtocolError(f"{kind_name} {name!r}: field {fld!r} must be {want}")
+
+
+# -- encoding -------------------------------------------------------------------
+def _dump(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_command(obj: dict[str, Any]) -> bytes:
+    """One command line for the worker's stdin."""
+    return (_dump(obj) + "\n").encode("utf-8")
+
+
+def encode_reply(obj: dict[str, Any]) -> bytes:
+    """One reply line for the worker's stdout, with the ``BM> `` prefix."""
+    return (PREFIX + _dump(obj) + "\n").encode("utf-8")
+
+
+def make_command(cmd: str, **fields: Any) -> dict[str, Any]:
+    """A command dict, checked against the same schema the worker applies."""
+    msg = {"cmd": cmd, **fields}
+    validate_command(msg)
+    return msg
+
+
+def make_reply(resp: str, **fields: Any) -> dict[str, Any]:
+    return {"resp": resp, **fields}
+
+
+def ready_reply(nthreads: int, slots: int) -> dict[str, Any]:
+    return make_reply("ready", nthreads=nthreads, slots=slots, version=__version__,
+                      protocol=PROTOCOL_VERSION)
+
+
+def error_reply(msg: str) -> dict[str, Any]:
+    return make_reply("error", msg=msg)
+
+
+# -- decoding -------------------------------------------------------------------
+def _parse_object(text: bytes, what: str) -> dict[str, Any]:
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"invalid UTF-8 in {what} at byte {exc.start}") from None
+    try:
+        obj = json.loads(decoded)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"invalid JSON in {what}: {_short(str(exc))}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{what} is not a JSON object")
+    return obj
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def validate_command(msg: dict[str, Any]) -> None:
+    cmd = msg.get("cmd")
+    if not isinstance(cmd, str):
+        raise ProtocolError("command has no \"cmd\" string")
+    schema = COMMANDS.get(cmd)
+    if schema is None:
+        raise ProtocolError(f"unknown command: {_short(cmd, 60)}")
+    _check_fields("command", cmd, msg, schema)
+
+
+def decode_command_line(line: bytes) -> dict[str, Any]:
+    """Parse and validate one command line (trailing newline optional)."""
+    if len(line) > MAX_COMMAND_LINE:
+        raise ProtocolError(f"command line too long ({len(line)} bytes, "
+                            f"limit {MAX_COMMAND_LINE})")
+    msg = _parse_object(line.strip(b" \t\r\n"), "command")
+    validate_command(msg)
+    return msg
+
+
+def decode_reply_line(line: bytes) -> dict[str, Any] | None:
+    """Parse one stdout line of a worker; None if it is not a protocol line.
+
+    Known replies have their fields checked; unknown reply types pass through
+    (the boss skips them).
+    """
+    if not line.startswith(PREFIX_BYTES):
+        return None
+    if len(line) > MAX_REPLY_LINE:
+        raise ProtocolError(f"reply line too long ({len(line)} bytes, limit {MAX_REPLY_LINE})")
+    msg = _parse_object(line[len(PREFIX_BYTES):].strip(b" \t\r\n"), "reply")
+    resp = msg.get("resp")
+    if not isinstance(resp, str):
+        raise ProtocolError("reply has no \"resp\" string")
+    schema = REPLIES.get(resp)
+    if schema is not None:
+        _check_fields("reply", resp, msg, schema)
+    return msg
+
+
+def check_ready(msg: dict[str, Any]) -> None:
+    """Refuse a worker whose first message is not a compatible ``ready``."""
+    if msg.get("resp") != "ready":
+        raise ProtocolError(f"worker did not send ready: {_short(_dump(msg))}")
+    proto = msg.get("protocol")
+    if proto != PROTOCOL_VERSION:
+        version = msg.get("version", "unknown")
+        raise ProtocolError(f"worker speaks protocol {proto} (buildfleet {version}), "
+                            f"this boss speaks protocol {PROTOCOL_VERSION}")
+
+
+def read_line(stream: IO[bytes], limit: int) -> bytes:
+    """Read one line of at most ``limit`` bytes; b"" at end of stream.
+
+    A longer line is consumed to its end and reported as ProtocolError, so the
+    next read starts at the next line and memory stays bounded.
+    """
+    line = stream.readline(limit + 1)
+    if len(line) <= limit or line.endswith(b"\n"):
+        return line
+    total = len(line)
+    while True:
+        chunk = stream.readline(1 << 16)
+        total += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            break
+    raise ProtocolError(f"line too long ({total} bytes, limit {limit})")

@@ -1,0 +1,58 @@
+"""Where every executor's results go: one sink for local slots and workers.
+
+It accepts a result only from the executor that currently owns the board (a
+worker that was given up on may still send late results: those are dropped),
+writes it once through the output-tree writer, and counts it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from buildfleet.fleet.pool import JobPool
+from buildfleet.model import BuildResult
+from buildfleet.results.progress import Progress, RunCounts
+from buildfleet.results.writer import ResultWriter, UnsafeResult
+
+
+class ResultSink:
+    def __init__(self, pool: JobPool, writer: ResultWriter, counts: RunCounts,
+                 progress: Progress, on_written: Callable[[BuildResult], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.pool = pool
+        self.writer = writer
+        self.counts = counts
+        self.progress = progress
+        self.on_written = on_written
+        self.log = log or progress.message
+        self.discarded = 0
+        self.reconfig = 0
+        self._lock = threading.Lock()
+
+    def accept(self, executor: str, result: BuildResult) -> bool:
+        """Take one result from ``executor``; False if it was refused or a duplicate."""
+        if not self.pool.owns(executor, result.target):
+            with self._lock:
+                self.discarded += 1
+            return False
+        try:
+            path = self.writer.write(result)
+        except UnsafeResult as exc:
+            self.log(f"Error from {executor}: {exc}")
+            with self._lock:
+                self.discarded += 1
+            return False
+        except OSError as exc:
+            self.log(f"Cannot write result of {result.target}: {exc}")
+            return False
+        if path is None:
+            with self._lock:
+                self.discarded += 1
+            return False
+        with self._lock:
+            self.counts.add(result.return_code, bool(result.stderr), result.host)
+        self.progress.update(result.target, result.host)
+        if self.on_written is not None:
+            self.on_written(result)
+        return True

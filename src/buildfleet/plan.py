@@ -1,0 +1,227 @@
+"""From options to a plan: which boards, which commits, what is still to build.
+
+Everything a run decides before it builds lives here, so the dry run prints
+exactly what the real run would do, and the boss knows what is done before it
+hands any job to a slot or a worker (workers never see the output tree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buildfleet import boards as boards_mod
+from buildfleet import gitutil
+from buildfleet.model import Board, BuildFlags, BuildJob, Commit
+from buildfleet.results.paths import base_dir, build_dir, is_commit_dir, work_dir
+from buildfleet.settings import Settings
+
+
+class PlanError(Exception):
+    """The options cannot make a run (one line for the user)."""
+
+
+@dataclass
+class Previous:
+    target: str
+    sequence: int
+    return_code: int
+    has_stderr: bool
+
+
+@dataclass
+class RunPlan:
+    src_dir: Path
+    git_dir: Path | None
+    branch: str | None
+    all_commits: list[Commit]
+    commits: list[Commit]
+    selection: boards_mod.Selection
+    base: Path
+    threads: int
+    jobs: int
+    jobs_fixed: bool
+    flags: BuildFlags
+    todo: list[BuildJob] = field(default_factory=list)
+    previous: list[Previous] = field(default_factory=list)
+
+    @property
+    def boards(self) -> list[Board]:
+        return self.selection.boards
+
+    @property
+    def current_source(self) -> bool:
+        return self.branch is None
+
+    @property
+    def results_to_build(self) -> int:
+        return sum(len(job.commits) for job in self.todo)
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def read_done(path: Path) -> int | None:
+    """A result's return code; None if absent or unreadable (meaning: build it)."""
+    try:
+        text = (path / "done").read_text().strip()
+    except OSError:
+        return None
+    try:
+        rc = int(text)
+    except ValueError:
+        return None
+    return None if rc == -1 else rc
+
+
+def resolve_allow_missing(args: argparse.Namespace, settings: Settings, nboards: int) -> bool:
+    if args.no_allow_missing:
+        return False
+    if args.allow_missing:
+        return True
+    policy = settings.allow_missing
+    return ("always" in policy or ("multiple" in policy and nboards > 1)
+            or ("branch" in policy and bool(args.branch)))
+
+
+def build_flags(args: argparse.Namespace, settings: Settings, selected: list[Board]) -> BuildFlags:
+    make_flags = {}
+    for board in selected:
+        extra = settings.make_flags_for(board.target)
+        if extra:
+            make_flags[board.target] = extra
+    return BuildFlags(
+        verbose_build=args.verbose_build,
+        allow_missing=resolve_allow_missing(args, settings, len(selected)),
+        no_lto=args.no_lto,
+        reproducible_builds=args.reproducible_builds,
+        warnings_as_errors=args.warnings_as_errors,
+        mrproper=args.mrproper,
+        fallback_mrproper=args.fallback_mrproper,
+        config_only=args.config_only,
+        force_build=args.force_build,
+        force_reconfig=args.force_reconfig,
+        quick=args.quick,
+        keep_outputs=args.keep_outputs,
+        per_board_out_dir=args.per_board_out_dir,
+        in_tree=args.in_tree,
+        full_path=args.full_path,
+        override_toolchain=args.override_toolchain,
+        make_target=args.target,
+        make_flags=make_flags,
+    )
+
+
+def select(args: argparse.Namespace, all_boards: list[Board]) -> boards_mod.Selection:
+    board_list = [b for item in args.boards for b in item.split(",") if b]
+    exclude = [x for item in args.exclude for x in item.split(",") if x]
+    selection = boards_mod.select_boards(all_boards, list(args.terms), exclude, board_list)
+    if not selection.boards:
+        raise PlanError("No matching boards found")
+    return selection
+
+
+def load_boards(args: argparse.Namespace, src_dir: Path, base: Path) -> list[Board]:
+    cfg = base / "boards.cfg"
+    return boards_mod.ensure_boards_cfg(src_dir, cfg, jobs=args.threads or None,
+                                        verbose=args.verbose)
+
+
+def commits_for(args: argparse.Namespace, src_dir: Path) -> tuple[list[Commit], list[Commit]]:
+    if not args.branch:
+        current = [Commit(0, None, "current source")]
+        return current, current
+    try:
+        all_commits = gitutil.branch_commits(src_dir, args.branch, args.count)
+    except gitutil.GitError as exc:
+        raise PlanError(str(exc)) from exc
+    if not all_commits:
+        raise PlanError(f"No commits found to process in branch '{args.branch}'")
+    if args.step < 0:
+        raise PlanError("--step must be 0 or more")
+    return all_commits, gitutil.step_commits(all_commits, args.step)
+
+
+def remove_old_commit_dirs(base: Path, commits: list[Commit], log: object = print) -> int:
+    """Drop result directories of commits no longer on the branch (as buildman)."""
+    from buildfleet.results.paths import commit_dir_name
+
+    keep = {commit_dir_name(c) for c in commits}
+    stale = [p for p in base.iterdir() if p.is_dir() and is_commit_dir(p.name)
+             and p.name not in keep] if base.is_dir() else []
+    if stale and callable(log):
+        log(f"Removing {len(stale)} old build directories...")
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
+
+
+def needs_build(path: Path, flags: BuildFlags, force_failures: bool,
+                current_source: bool) -> tuple[bool, int | None]:
+    if current_source or flags.force_build:
+        return True, None
+    rc = read_done(path)
+    if rc is None:
+        return True, None
+    if force_failures and (rc != 0 or (path / "err").is_file()):
+        return True, rc
+    return False, rc
+
+
+def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
+              output_dir: Path) -> RunPlan:
+    all_commits, commits = commits_for(args, src_dir)
+    base = base_dir(output_dir, args.branch, args.no_subdirs)
+    all_boards = load_boards(args, src_dir, base)
+    selection = select(args, all_boards)
+    nboards = len(selection.boards)
+    cpus = cpu_count()
+    threads = args.threads if args.threads is not None else min(cpus, nboards)
+    threads = max(1, threads)
+    jobs = args.jobs if args.jobs is not None else max(1, math.ceil(cpus / nboards))
+    flags = build_flags(args, settings, selection.boards)
+    git_dir = None if args.branch is None else gitutil.git_dir(src_dir)
+    plan = RunPlan(src_dir, git_dir, args.branch, all_commits, commits, selection, base,
+                   threads, jobs, args.jobs is not None, flags)
+    for board in selection.boards:
+        todo = []
+        for commit in commits:
+            path = build_dir(base, commit, board.target)
+            build, rc = needs_build(path, flags, args.force_build_failures, plan.current_source)
+            if build:
+                todo.append(commit)
+            elif rc is not None:
+                plan.previous.append(Previous(board.target, commit.sequence, rc,
+                                              (path / "err").is_file()))
+        if todo:
+            plan.todo.append(BuildJob(board, tuple(todo)))
+    return plan
+
+
+def dry_run_lines(plan: RunPlan, verbose: bool) -> list[str]:
+    """What ``-n`` prints: buildman's description of the run."""
+    what = ("current source" if plan.current_source
+            else f"{len(plan.commits)} commit{'s' if len(plan.commits) != 1 else ''}")
+    lines = [
+        "Dry run, so not doing much. But I would do this:",
+        "",
+        f"Building {what} for {len(plan.boards)} boards ({plan.threads} thread"
+        f"{'s' if plan.threads != 1 else ''}, {plan.jobs} job"
+        f"{'s' if plan.jobs != 1 else ''} per thread)",
+        f"Build directory: {plan.base}",
+    ]
+    if not plan.current_source:
+        for commit in plan.commits:
+            lines.append(f"    {(commit.hash or '')[:8]} {commit.subject}")
+    lines += boards_mod.dry_run_term_lines(plan.selection, verbose)
+    return lines
+
+
+def slot_root(plan: RunPlan) -> Path:
+    return work_dir(plan.base)

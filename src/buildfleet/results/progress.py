@@ -1,0 +1,150 @@
+"""Counting results and showing progress while a run builds.
+
+buildman's counters (ok / warned / failed / total / remaining / ETA / current
+board) drawn in place with rich on a terminal, and as an occasional plain line
+otherwise, so CI logs show progress without a line per result.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+PLAIN_INTERVAL = 10.0
+
+
+@dataclass
+class RunCounts:
+    ok: int = 0
+    warned: int = 0
+    failed: int = 0
+    previously: int = 0
+    total: int = 0
+    per_host: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.warned + self.failed
+
+    def add(self, return_code: int, has_stderr: bool, host: str = "", previous: bool = False) -> None:
+        if return_code != 0:
+            self.failed += 1
+        elif has_stderr:
+            self.warned += 1
+        else:
+            self.ok += 1
+        if previous:
+            self.previously += 1
+        else:
+            self.per_host[host or "local"] += 1
+
+    def exit_code(self, ignore_warnings: bool = False) -> int:
+        if self.failed:
+            return 100
+        if self.warned and not ignore_warnings:
+            return 101
+        return 0
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Thread-safe progress display; ``update`` after every result."""
+
+    def __init__(self, counts: RunCounts, out: TextIO | None = None, enabled: bool = True) -> None:
+        self.counts = counts
+        self.out = out or sys.stdout
+        self.enabled = enabled
+        self.tty = enabled and self.out.isatty()
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._times: deque[float] = deque(maxlen=60)
+        self._last_plain = 0.0
+        self._live: Live | None = None
+        self._line = ""
+        if self.tty:
+            self._live = Live(Text(""), console=Console(file=self.out), auto_refresh=False,
+                              transient=True)
+            self._live.start()
+
+    def _eta(self, remaining: int) -> str:
+        if len(self._times) < 2 or remaining <= 0:
+            return ""
+        span = self._times[-1] - self._times[0]
+        rate = (len(self._times) - 1) / span if span > 0 else 0
+        return format_duration(remaining / rate) if rate > 0 else ""
+
+    def line(self, board: str = "", host: str = "") -> str:
+        c = self.counts
+        remaining = c.total - c.done
+        rem = f" -{remaining:<5}  " if remaining > 0 else " " * 8
+        eta = self._eta(remaining)
+        where = f" [{host or 'local'}]" if board else ""
+        return (f"{c.ok:5} {c.warned:5} {c.failed:5} /{c.total:<5} {rem}"
+                f"{eta + '  : ' if eta else ''}{board or '(starting)'}{where}")
+
+    def update(self, board: str = "", host: str = "") -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._times.append(now)
+            self._line = self.line(board, host)
+            if self._live is not None:
+                c = self.counts
+                text = Text()
+                text.append(f"{c.ok:5} ", style="green")
+                text.append(f"{c.warned:5} ", style="yellow")
+                text.append(f"{c.failed:5} ", style="red")
+                text.append(self._line[18:])
+                self._live.update(text, refresh=True)
+            elif now - self._last_plain >= PLAIN_INTERVAL:
+                self._last_plain = now
+                print(self._line, file=self.out, flush=True)
+
+    def message(self, text: str) -> None:
+        """Print a line above the progress display."""
+        with self._lock:
+            if self._live is not None:
+                self._live.console.print(text, markup=False, highlight=False)
+            else:
+                print(text, file=self.out, flush=True)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+
+def completed_line(counts: RunCounts, newly: int, reconfig: int, elapsed: float) -> str:
+    """buildman's closing ``Completed: ...`` line."""
+    total = counts.done
+    line = f"Completed: {total} total built"
+    parts = []
+    if counts.previously:
+        parts.append(f"{counts.previously} previously")
+    if counts.previously != total:
+        parts.append(f"{newly} newly")
+    if reconfig:
+        parts.append(f"{reconfig} reconfig")
+    if counts.previously or reconfig:
+        line += f" ({', '.join(parts)})"
+    if elapsed > 1:
+        rate = newly / elapsed if elapsed else 0
+        line += f", duration {format_duration(elapsed)}, rate {rate:.2f}"
+    return line

@@ -1,0 +1,178 @@
+"""Run a plan: one pool, the local slots and any remote workers, one sink.
+
+The local machine and each worker are executors pulling from the same pool;
+this module starts them, waits for them (interruptibly), and closes the run
+with buildman's ``Completed`` line and exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TextIO
+
+from buildfleet.build.builder import Builder
+from buildfleet.build.workspace import prepare_slots
+from buildfleet.fleet.local import LOCAL, LocalExecutor
+from buildfleet.fleet.policy import FifoPolicy
+from buildfleet.fleet.pool import JobPool
+from buildfleet.fleet.sink import ResultSink
+from buildfleet.model import Board, BuildResult
+from buildfleet.plan import RunPlan, cpu_count, slot_root
+from buildfleet.results.progress import Progress, RunCounts, completed_line
+from buildfleet.results.writer import ResultWriter
+from buildfleet.toolchains import Toolchains
+
+JOIN_POLL = 0.2
+STOP_GRACE = 5.0
+
+
+class Executor(Protocol):
+    """Something with slots that pulls jobs from the pool (local or remote)."""
+
+    name: str
+    exceptions: int
+
+    def start(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> bool: ...
+
+
+@dataclass
+class RunContext:
+    """What executors need from the run: shared by local and remote ones."""
+
+    plan: RunPlan
+    pool: JobPool
+    sink: ResultSink
+    stop: threading.Event
+    log: Callable[[str], None]
+    args: argparse.Namespace
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+
+RemoteStarter = Callable[[RunContext], list[Executor]]
+
+
+def local_make_jobs(plan: RunPlan) -> Callable[[int], int]:
+    """make -j for a local board: fixed with -j, else rising as slots go idle."""
+    cpus = cpu_count()
+
+    def jobs(active: int) -> int:
+        if plan.jobs_fixed:
+            return plan.jobs
+        return max(plan.jobs, cpus // max(1, active))
+
+    return jobs
+
+
+def verbose_printer(log: Callable[[str], None],
+                    show_errors: bool) -> Callable[[BuildResult], None]:
+    def show(result: BuildResult) -> None:
+        if result.return_code == 0 and not result.stderr:
+            return
+        mark = "+" if result.return_code else "w+"
+        where = f" [{result.host}]" if result.host else ""
+        lines = [f"{mark}{result.target}{where}"]
+        if show_errors:
+            lines += [f"   {ln}" for ln in result.stderr.splitlines()]
+        log("\n".join(lines))
+    return show
+
+
+def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
+             start_remote: RemoteStarter | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    counts = RunCounts()
+    for prev in plan.previous:
+        counts.add(prev.return_code, prev.has_stderr, previous=True)
+    counts.total = counts.previously + plan.results_to_build
+    show_progress = not args.ide
+    progress = Progress(counts, out, enabled=show_progress)
+    policy = FifoPolicy()
+    pool = JobPool(policy, list(plan.todo))
+    writer = ResultWriter(plan.base, plan.commits)
+    verbose = args.verbose or plan.current_source
+    on_written = (verbose_printer(progress.message, args.show_errors or plan.current_source)
+                  if verbose else None)
+    sink = ResultSink(pool, writer, counts, progress, on_written=on_written)
+    stop = threading.Event()
+    ctx = RunContext(plan, pool, sink, stop, progress.message, args)
+    executors: list[Executor] = []
+    start = time.monotonic()
+    exit_code = 0
+    try:
+        if start_remote is not None:
+            executors += start_remote(ctx)
+        if not args.no_local and plan.todo:
+            nslots = min(plan.threads, len(plan.todo))
+            slots = prepare_slots(plan.git_dir, plan.src_dir, slot_root(plan), nslots)
+            builder = Builder(plan.flags, toolchains, kconfig_check=not args.no_kconfig_check)
+
+            def local_can_build(board: Board) -> bool:
+                return board.arch in toolchains.archs() or _selectable(toolchains, board.arch)
+
+            pool.register(LOCAL, nslots, local_can_build)
+            executors.append(LocalExecutor(pool, builder, slots, sink, local_make_jobs(plan),
+                                           stop, progress.message, debug=args.debug))
+        progress.update()
+        for ex in executors:
+            ex.start()
+        _wait(executors)
+    except KeyboardInterrupt:
+        stop.set()
+        pool.close()
+        for closer in ctx.closers:
+            closer()
+        deadline = time.monotonic() + STOP_GRACE
+        for ex in executors:
+            ex.join(max(0.0, deadline - time.monotonic()))
+        progress.stop()
+        print("\nInterrupted: stopped every build; results so far are kept.", file=sys.stderr)
+        return 130
+    finally:
+        for closer in ctx.closers:
+            closer()
+        progress.stop()
+    elapsed = time.monotonic() - start
+    exceptions = sum(ex.exceptions for ex in executors)
+    newly = counts.done - counts.previously
+    if not plan.todo:
+        print("Nothing to build: every result is already in the output tree "
+              "(use -f to build again).", file=out)
+    print(completed_line(counts, newly, sink.reconfig, elapsed), file=out)
+    missing = pool.unbuildable()
+    abandoned = pool.abandoned()
+    not_built = len(missing) + len(abandoned)
+    if missing:
+        names = ", ".join(sorted(j.board.target for j in missing))
+        print(f"Not built (no executor with a toolchain for them): {names}", file=out)
+    for target, reason in sorted(abandoned.items()):
+        print(f"Not built: {target}: {reason}", file=out)
+    if exceptions:
+        print(f"Failed: {exceptions} thread exceptions", file=out)
+        exit_code = 102
+    else:
+        exit_code = counts.exit_code(args.ignore_warnings)
+        if not_built and exit_code == 0:
+            exit_code = 100
+    return exit_code
+
+
+def _selectable(toolchains: Toolchains, arch: str) -> bool:
+    try:
+        toolchains.select(arch)
+    except Exception:  # noqa: BLE001 - any selection failure means "cannot build"
+        return False
+    return True
+
+
+def _wait(executors: list[Executor]) -> None:
+    """Wait for every executor; short joins so Ctrl-C is handled promptly."""
+    pending = list(executors)
+    while pending:
+        pending = [ex for ex in pending if not ex.join(JOIN_POLL)]
