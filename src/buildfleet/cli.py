@@ -35,8 +35,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [UsageError, BoardsError, GitError, PlanError,
                                          SettingsError, ToolchainError]
     try:
-        from buildfleet.fleet.machines import MachineError
-        errors.append(MachineError)
+        from buildfleet.fleet.machines import MachinesError
+        errors.append(MachinesError)
     except ImportError:
         pass
     return tuple(errors)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from buildfleet.build.builder import Builder
 from buildfleet.build.workspace import prepare_slots
@@ -53,6 +53,7 @@ class RunContext:
     log: Callable[[str], None]
     args: argparse.Namespace
     closers: list[Callable[[], None]] = field(default_factory=list)
+    remote_executors: list[Any] = field(default_factory=list)
 
 
 RemoteStarter = Callable[[RunContext], list[Executor]]
@@ -153,6 +154,15 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         print(f"Not built (no executor with a toolchain for them): {names}", file=out)
     for target, reason in sorted(abandoned.items()):
         print(f"Not built: {target}: {reason}", file=out)
+    if ctx.remote_executors:
+        local_results = counts.per_host.get("local", 0)
+        print("Machines:", file=out)
+        if not args.no_local:
+            print(f"  local: {local_results} results", file=out)
+        for ex in ctx.remote_executors:
+            print(ex.closing_line(), file=out)
+    if sink.discarded:
+        print(f"Discarded {sink.discarded} late or duplicate results", file=out)
     if exceptions:
         print(f"Failed: {exceptions} thread exceptions", file=out)
         exit_code = 102

@@ -140,7 +140,11 @@ class Channel:
         return ChannelClosed(f"{text}: {last.strip()}" if last else text)
 
     def send(self, obj: dict[str, Any]) -> None:
-        data = encode_command(obj)
+        """Write one command line; ChannelClosed if the process is gone."""
+        self.send_raw(encode_command(obj))
+
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are (tests use it to send garbage)."""
         with self._send_lock:
             stdin = self._proc.stdin
             if self._closed or stdin is None or stdin.closed:

@@ -33,7 +33,8 @@ DEFAULT_COST = 1.0
 LOCAL_HOST = ""
 """Host key of results without a ``host`` file (built by the boss itself)."""
 
-_FIT_ROUNDS = 12
+_FIT_ROUNDS = 200
+_FIT_TOLERANCE = 1e-9
 
 
 class CostCacheError(ValueError):
@@ -118,18 +119,28 @@ class CostModel:
             b: {h: statistics.median(v) for h, v in hosts.items()}
             for b, hosts in per_board.items()
         }
-        hosts = sorted({h for per in obs.values() for h in per})
+        by_host: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        for b, per in obs.items():
+            for h, v in per.items():
+                by_host[h].append((b, v))
+        hosts = sorted(by_host)
+        groups = _linked_hosts(obs)
         log_speed = dict.fromkeys(hosts, 0.0)
         log_cost: dict[str, float] = {}
         for _ in range(_FIT_ROUNDS):
+            before = dict(log_speed)
             for b, per in obs.items():
                 log_cost[b] = sum(v + log_speed[h] for h, v in per.items()) / len(per)
-            for h in hosts:
-                diffs = [log_cost[b] - per[h] for b, per in obs.items() if h in per]
-                log_speed[h] = sum(diffs) / len(diffs)
-            top = max(log_speed.values())
-            for h in hosts:
-                log_speed[h] -= top
+            for h, seen in by_host.items():
+                log_speed[h] = sum(log_cost[b] - v for b, v in seen) / len(seen)
+            # Hosts that never built a common board cannot be compared: the
+            # fastest of each linked group is 1.0.
+            for group in groups:
+                top = max(log_speed[h] for h in group)
+                for h in group:
+                    log_speed[h] -= top
+            if max(abs(log_speed[h] - before[h]) for h in hosts) < _FIT_TOLERANCE:
+                break
         for b, per in obs.items():
             log_cost[b] = sum(v + log_speed[h] for h, v in per.items()) / len(per)
         arch = {t: a for t, a in (arch_of or {}).items() if t in obs}
@@ -164,6 +175,27 @@ class CostModel:
                        host_speed={str(k): float(v) for k, v in data["host_speed"].items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CostCacheError(f"cost cache {path} is malformed: {exc}") from exc
+
+
+def _linked_hosts(obs: Mapping[str, Mapping[str, float]]) -> list[list[str]]:
+    """Groups of hosts tied together by boards built on more than one of them."""
+    parent: dict[str, str] = {}
+
+    def root(h: str) -> str:
+        while parent.setdefault(h, h) != h:
+            parent[h] = parent[parent[h]]
+            h = parent[h]
+        return h
+
+    for per in obs.values():
+        first, *rest = per
+        for h in rest:
+            parent[root(h)] = root(first)
+        root(first)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for h in sorted(parent):
+        groups[root(h)].append(h)
+    return list(groups.values())
 
 
 # -- reading the output tree ---------------------------------------------------

@@ -130,7 +130,7 @@ def toolchains():
         if d and d not in seen:
             seen.add(d)
             candidates += [(suffix_priority(g, 16), g) for g in gccs_in(d)]
-    best = {}
+    best = {}  # type: dict
     for prio, gcc in candidates:
         cross, arch = split_name(os.path.basename(gcc))
         if arch not in best or prio < best[arch]["priority"]:
@@ -153,7 +153,7 @@ def main():
     except (AttributeError, OSError):
         threads = os.cpu_count() or 1
     info = {
-        "python_version": "%d.%d.%d" % sys.version_info[:3],
+        "python_version": ".".join(str(n) for n in sys.version_info[:3]),
         "arch": platform.machine(),
         "cpus": os.cpu_count() or 1,
         "threads": threads,

@@ -93,6 +93,8 @@ class SshSession:
     program: list[str]
     multiplex: bool = True
     _hosts: set[str] = field(default_factory=set)
+    _masters: set[str] = field(default_factory=set)
+    _host_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -117,6 +119,39 @@ class SshSession:
         with self._lock:
             self._hosts.add(machine.host)
         return [*self.program, *self.options()]
+
+    def _host_lock(self, host: str) -> threading.Lock:
+        with self._lock:
+            return self._host_locks.setdefault(host, threading.Lock())
+
+    def has_master(self, host: str) -> bool:
+        with self._lock:
+            return host in self._masters
+
+    def _mark_master(self, host: str) -> None:
+        with self._lock:
+            self._masters.add(host)
+
+    def run(self, machine: MachineLike, remote_cmd: str, *, input: bytes | None = None,
+            timeout: float) -> SshResult:
+        """Run one command; the first one per host runs alone, to set up its master.
+
+        With ``ControlMaster=auto`` every client that finds no socket becomes a
+        master, so parallel first calls would each open a connection. Holding
+        a per-host lock until the first call has connected keeps it to one.
+        """
+        if not self.multiplex or self.has_master(machine.host):
+            return _run_argv(machine, ssh_argv(machine, self, remote_cmd), input, timeout)
+        with self._host_lock(machine.host):
+            result = _run_argv(machine, ssh_argv(machine, self, remote_cmd), input, timeout)
+            if result.rc != 255 and result.rc >= 0:
+                self._mark_master(machine.host)
+            return result
+
+    def warm_up(self, machine: MachineLike) -> None:
+        """Open the host's master connection now (before a long-lived process uses it)."""
+        if self.multiplex and not self.has_master(machine.host):
+            self.run(machine, "true", timeout=CONNECT_TIMEOUT_S + 5)
 
     def close(self) -> None:
         """Stop the ControlMaster of every host used and remove the socket directory."""
@@ -184,7 +219,8 @@ def ssh_base(machine: MachineLike, session: SshSession) -> list[str]:
 def ssh_argv(machine: MachineLike, session: SshSession, remote_cmd: str) -> list[str]:
     """The argv that runs ``remote_cmd`` (a shell command line) on ``machine``.
 
-    For long-lived processes such as a worker: hand it to a Channel.
+    For long-lived processes such as a worker: hand it to a Channel. Call
+    ``session.warm_up(machine)`` first when several may start at once.
     """
     return [*session.base(machine), machine.host, "--", remote_cmd]
 
@@ -192,13 +228,16 @@ def ssh_argv(machine: MachineLike, session: SshSession, remote_cmd: str) -> list
 def run_ssh(machine: MachineLike, session: SshSession, remote_cmd: str, *,
             input: bytes | None = None, timeout: float) -> SshResult:
     """Run one shell command on ``machine`` and wait for it (at most ``timeout`` s)."""
-    argv = ssh_argv(machine, session, remote_cmd)
+    return session.run(machine, remote_cmd, input=input, timeout=timeout)
+
+
+def _run_argv(machine: MachineLike, argv: list[str], input: bytes | None,
+              timeout: float) -> SshResult:
     try:
         proc = subprocess.run(argv, input=input if input is not None else b"",
                               capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
-        stderr = exc.stderr or b""
-        return SshResult(-1, exc.stdout or b"", stderr,
+        return SshResult(-1, exc.stdout or b"", exc.stderr or b"",
                          f"SSH to {machine.host}: timed out after {timeout:g}s")
     except OSError as exc:
         return SshResult(-1, b"", b"", f"SSH to {machine.host}: cannot run ssh: {exc}")

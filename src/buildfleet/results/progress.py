@@ -34,7 +34,8 @@ class RunCounts:
     def done(self) -> int:
         return self.ok + self.warned + self.failed
 
-    def add(self, return_code: int, has_stderr: bool, host: str = "", previous: bool = False) -> None:
+    def add(self, return_code: int, has_stderr: bool, host: str = "",
+            previous: bool = False) -> None:
         if return_code != 0:
             self.failed += 1
         elif has_stderr:

@@ -1,0 +1,782 @@
+"""The fixed files of the demo tree: its Makefile and its configuration script.
+
+They are kept apart from :mod:`buildfleet.demo` (which decides boards and
+history) because they are long text, and because they are the demo tree's
+*build interface*: what a builder sees of U-Boot. The Makefile uses
+``.RECIPEPREFIX = >`` so that this module holds no tab characters.
+"""
+
+MAKEFILE = r'''# SPDX-License-Identifier: GPL-2.0+
+#
+# Build interface of a small U-Boot-like tree (made by buildfleet.demo).
+#   make [O=dir] <target>_defconfig     configure
+#   make [O=dir] [CROSS_COMPILE=prefix] build u-boot (and spl/u-boot-spl)
+#   make [O=dir] cfg | mrproper
+# Honours V=1, KCFLAGS, HOSTCFLAGS, NO_LTO, BINMAN_ALLOW_MISSING, SOURCE_DATE_EPOCH.
+# Recipes start with '>' rather than a tab.
+
+.RECIPEPREFIX := >
+MAKEFLAGS += --no-print-directory -rR
+.DEFAULT_GOAL := all
+.SUFFIXES:
+
+VERSION := 2024.01-demo
+srctree := $(CURDIR)
+ifeq ($(O),)
+obj := $(srctree)
+else
+obj := $(abspath $(O))
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+PYTHON ?= python3
+CC := $(CROSS_COMPILE)gcc
+LD := $(CROSS_COMPILE)ld
+OBJCOPY := $(CROSS_COMPILE)objcopy
+NM := $(CROSS_COMPILE)nm
+HOSTCC ?= gcc
+
+unquote = $(patsubst "%",%,$(1))
+
+.PHONY: all cfg mrproper distclean clean FORCE
+FORCE:
+
+%_defconfig: FORCE
+> $(Q)mkdir -p $(obj)/include/generated
+> $(Q)$(PYTHON) $(srctree)/scripts/kconfig/conf.py --srctree $(srctree) --objdir $(obj) \
+    $(srctree)/configs/$@
+
+# Outputs only: in-tree builds keep their sources.
+mrproper distclean:
+ifeq ($(obj),$(srctree))
+> $(Q)find common drivers board env -name '*.[od]' -delete
+> $(Q)rm -rf .config include/generated include/autoconf.mk spl env/built-in.a tools/envcrc \
+    u-boot u-boot.bin u-boot.cfg u-boot.map System.map u-boot.env.crc
+else
+> $(Q)rm -rf $(obj)/.config $(obj)/include $(obj)/common $(obj)/drivers $(obj)/board \
+    $(obj)/env $(obj)/spl $(obj)/tools $(obj)/u-boot $(obj)/u-boot.bin $(obj)/u-boot.cfg \
+    $(obj)/u-boot.map $(obj)/System.map $(obj)/u-boot.env.crc
+endif
+
+clean:
+> $(Q)find $(obj) -name '*.[od]' -delete
+
+ifeq ($(wildcard $(obj)/include/autoconf.mk),)
+all cfg:
+> @echo '***' >&2
+> @echo '*** Configuration file ".config" not found!' >&2
+> @echo '***' >&2
+> @echo '*** Please run some configurator (e.g. "make <board>_defconfig").' >&2
+> @echo '***' >&2
+> @exit 1
+else
+include $(obj)/include/autoconf.mk
+
+ARCH := $(call unquote,$(CONFIG_SYS_ARCH))
+VENDOR := $(call unquote,$(CONFIG_SYS_VENDOR))
+BOARD := $(call unquote,$(CONFIG_SYS_BOARD))
+CONFIG_NAME := $(call unquote,$(CONFIG_SYS_CONFIG_NAME))
+BOARDDIR := board/$(if $(VENDOR),$(VENDOR)/)$(BOARD)
+
+ARCH_CFLAGS-arm := $(if $(CONFIG_ARM64),-mgeneral-regs-only)
+ARCH_CFLAGS-riscv := -mcmodel=medany
+ARCH_CFLAGS-sandbox :=
+
+ifdef SOURCE_DATE_EPOCH
+BUILD_DATE := $(shell LC_ALL=C date -u -d @$(SOURCE_DATE_EPOCH) '+%b %d %Y - %H:%M:%S +0000')
+else
+BUILD_DATE := $(shell LC_ALL=C date '+%b %d %Y - %H:%M:%S %z')
+endif
+
+LTO_CFLAGS := $(if $(CONFIG_LTO),$(if $(filter 1,$(NO_LTO)),,-flto))
+CFLAGS := -Wall -Os -g -std=gnu11 -ffreestanding -fno-builtin -fno-stack-protector \
+    -fno-pie -fno-common -Iinclude -I$(obj)/include \
+    -include $(obj)/include/generated/autoconf.h \
+    $(ARCH_CFLAGS-$(ARCH)) $(LTO_CFLAGS) $(KCFLAGS)
+LDFLAGS := -nostdlib -static -no-pie -Wl,-e,_start -Wl,--build-id=none \
+    -Wl,--no-warn-rwx-segments $(LTO_CFLAGS)
+
+OBJS-y := common/main.o common/version.o drivers/serial.o $(BOARDDIR)/board.o
+OBJS-$(CONFIG_DEMO_TABLE) += drivers/demo_table.o
+OBJS-$(CONFIG_DEMO_FEATURE_X) += common/feature_x.o
+OBJS := $(addprefix $(obj)/,$(OBJS-y))
+SPL_OBJS := $(addprefix $(obj)/spl/,common/spl.o drivers/serial.o $(BOARDDIR)/board.o)
+ENV_OBJ := $(obj)/env/built-in.a
+
+ALL-y := $(obj)/u-boot $(obj)/u-boot.bin $(obj)/System.map $(obj)/u-boot.cfg \
+    $(obj)/u-boot.env.crc
+ALL-$(CONFIG_SPL) += $(obj)/spl/u-boot-spl $(obj)/spl/u-boot-spl.bin $(obj)/spl/u-boot-spl.cfg
+
+all: $(ALL-y)
+> @:
+
+cfg: $(obj)/u-boot.cfg $(if $(CONFIG_SPL),$(obj)/spl/u-boot-spl.cfg)
+> @:
+
+AUTOCONF := $(obj)/include/generated/autoconf.h
+
+$(obj)/include/generated/timestamp.h: FORCE
+> $(Q)mkdir -p $(dir $@)
+> $(Q)printf '#define U_BOOT_DATE "%s"\n#define U_BOOT_VERSION_STRING "U-Boot %s (%s)"\n' \
+    '$(BUILD_DATE)' '$(VERSION)' '$(BUILD_DATE)' > $@.tmp
+> $(Q)if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+
+$(obj)/common/version.o: $(obj)/include/generated/timestamp.h
+
+$(obj)/spl/%.o: %.c $(AUTOCONF)
+> $(Q)mkdir -p $(dir $@)
+> $(Q)$(CC) $(CFLAGS) -DCONFIG_SPL_BUILD -MD -MP -MF $(@:.o=.d) -c -o $@ $<
+
+$(obj)/%.o: %.c $(AUTOCONF)
+> $(Q)mkdir -p $(dir $@)
+> $(Q)$(CC) $(CFLAGS) -MD -MP -MF $(@:.o=.d) -c -o $@ $<
+
+# The default environment: a relocatable object (ld -r), so that
+# "objcopy -O binary -j .rodata.default_environment env/built-in.a" works.
+$(ENV_OBJ): $(obj)/env/common.o
+> $(Q)$(LD) -r -o $@ $^
+
+$(obj)/env/common.o: env/common.c $(AUTOCONF)
+> $(Q)mkdir -p $(dir $@)
+> $(Q)$(CC) $(CFLAGS) -MD -MP -MF $(@:.o=.d) -c -o $@ $<
+
+$(obj)/u-boot: $(OBJS) $(ENV_OBJ)
+> $(Q)$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-Map,$(obj)/u-boot.map -o $@ $^
+
+$(obj)/spl/u-boot-spl: $(SPL_OBJS)
+> $(Q)$(CC) $(CFLAGS) -DCONFIG_SPL_BUILD $(LDFLAGS) -o $@ $^
+
+%.bin: %
+> $(Q)$(OBJCOPY) -O binary $< $@
+
+$(obj)/System.map: $(obj)/u-boot
+> $(Q)$(NM) -n $< | grep -v ' [aUw] ' > $@
+
+# A host tool, built with HOSTCC and HOSTCFLAGS like U-Boot's tools/.
+$(obj)/tools/envcrc: tools/envcrc.c
+> $(Q)mkdir -p $(dir $@)
+> $(Q)$(HOSTCC) -Wall -O2 $(HOSTCFLAGS) -o $@ $<
+
+$(obj)/u-boot.env.crc: $(ENV_OBJ) $(obj)/tools/envcrc $(obj)/u-boot
+> $(Q)$(OBJCOPY) -O binary -j .rodata.default_environment $(ENV_OBJ) $@.raw
+> $(Q)$(obj)/tools/envcrc $@.raw > $@
+> $(Q)rm -f $@.raw
+
+CFG_HEADERS := $(AUTOCONF) $(wildcard include/configs/$(CONFIG_NAME).h)
+
+$(obj)/u-boot.cfg: $(CFG_HEADERS)
+> $(Q)cat $^ | grep '^#define' | sort > $@
+
+$(obj)/spl/u-boot-spl.cfg: $(CFG_HEADERS)
+> $(Q)mkdir -p $(dir $@)
+> $(Q){ cat $^; echo '#define CONFIG_SPL_BUILD 1'; } | grep '^#define' | sort > $@
+
+-include $(shell find $(obj) -name '*.d' 2>/dev/null)
+endif
+'''
+
+CONF_PY = r'''#!/usr/bin/env python3
+"""Turn a defconfig into .config, autoconf.h and autoconf.mk for the demo tree.
+
+Uses kconfiglib when this python has it, otherwise a small evaluator for the
+subset of Kconfig the demo tree uses, so that any machine with python3 can
+configure the tree. Both paths write the same files.
+"""
+
+import argparse
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+
+
+def preprocess(defconfig, srctree):
+    """Return the path of the defconfig to load, run through cpp if it has #include."""
+    with open(defconfig, encoding="utf-8") as inf:
+        text = inf.read()
+    if "#include" not in text:
+        return defconfig, None
+    cpp = shlex.split(os.environ.get("CPP", "cpp"))
+    out = subprocess.run(cpp + ["-nostdinc", "-P", "-I", srctree, "-undef",
+                                "-x", "assembler-with-cpp", defconfig],
+                         capture_output=True, text=True, check=False)
+    if out.returncode:
+        sys.exit(f"{defconfig}: cpp failed: {out.stderr.strip()}")
+    fd, tmp = tempfile.mkstemp(suffix="_defconfig")
+    with os.fdopen(fd, "w", encoding="utf-8") as outf:
+        outf.write(out.stdout)
+    return tmp, tmp
+
+
+def with_kconfiglib(srctree, defconfig):
+    """(name, type, value) of every symbol kconfiglib would write, in order."""
+    import kconfiglib
+    os.environ["srctree"] = srctree
+    os.environ.setdefault("UBOOTVERSION", "demo")
+    os.environ["KCONFIG_OBJDIR"] = ""
+    kconf = kconfiglib.Kconfig(os.path.join(srctree, "Kconfig"), warn=False)
+    kconf.load_config(defconfig)
+    names = {kconfiglib.BOOL: "bool", kconfiglib.TRISTATE: "bool",
+             kconfiglib.STRING: "string", kconfiglib.INT: "int", kconfiglib.HEX: "hex"}
+    out = []
+    for sym in kconf.unique_defined_syms:
+        if sym.config_string:
+            out.append((sym.name, names.get(sym.orig_type, "string"), sym.str_value))
+    return out
+
+
+# ---- the fallback: a small Kconfig evaluator -------------------------------
+
+TOKEN = re.compile(r'\s*(&&|\|\||!=|[!()=]|"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.$-]+)')
+
+
+def tokenize(text):
+    pos, out = 0, []
+    text = text.strip()
+    while pos < len(text):
+        match = TOKEN.match(text, pos)
+        if not match:
+            raise SyntaxError(f"bad expression: {text}")
+        out.append(match.group(1))
+        pos = match.end()
+    return out
+
+
+class Expr:
+    """A parsed Kconfig expression, evaluated against symbol values."""
+
+    def __init__(self, text):
+        self.tokens = tokenize(text) if text else ["y"]
+
+    def value(self, env):
+        self.pos = 0
+        result = self._or(env)
+        return result
+
+    def _peek(self):
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _or(self, env):
+        val = self._and(env)
+        while self._peek() == "||":
+            self.pos += 1
+            rhs = self._and(env)
+            val = val or rhs
+        return val
+
+    def _and(self, env):
+        val = self._not(env)
+        while self._peek() == "&&":
+            self.pos += 1
+            rhs = self._not(env)
+            val = val and rhs
+        return val
+
+    def _not(self, env):
+        if self._peek() == "!":
+            self.pos += 1
+            return not self._not(env)
+        return self._cmp(env)
+
+    def _cmp(self, env):
+        if self._peek() == "(":
+            self.pos += 1
+            val = self._or(env)
+            self.pos += 1
+            return val
+        lhs = self._atom(env)
+        if self._peek() in ("=", "!="):
+            oper = self.tokens[self.pos]
+            self.pos += 1
+            rhs = self._atom(env)
+            return (lhs == rhs) == (oper == "=")
+        return lhs == "y"
+
+    def _atom(self, env):
+        tok = self.tokens[self.pos]
+        self.pos += 1
+        if tok.startswith('"'):
+            return tok[1:-1]
+        if tok in ("y", "n"):
+            return tok
+        return env.get(tok, "n")
+
+
+class Sym:
+    def __init__(self, name):
+        self.name = name
+        self.type = None
+        self.prompts = []     # conditions (lists of Expr) under which a prompt shows
+        self.defaults = []    # (value text, conditions)
+        self.selected_by = []  # (selector name, conditions)
+        self.choice = None
+
+
+class Choice:
+    def __init__(self, conds):
+        self.conds = conds
+        self.members = []
+        self.defaults = []
+
+
+def unquote(text):
+    text = text.strip()
+    if text.startswith('"') and text.endswith('"'):
+        return re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text
+
+
+def split_if(rest):
+    """'"x" if A && B' -> ('"x"', 'A && B')."""
+    match = re.match(r'^("(?:[^"\\]|\\.)*"|\S+)\s*(?:if\s+(.*))?$', rest.strip())
+    if not match:
+        return rest.strip(), None
+    return match.group(1), match.group(2)
+
+
+class Parser:
+    def __init__(self, srctree):
+        self.srctree = srctree
+        self.syms = {}
+        self.order = []
+        self.ifs = []
+        self.choice = None
+        self.cur = None       # (Sym or Choice, list of dependency Exprs)
+
+    def sym(self, name):
+        if name not in self.syms:
+            self.syms[name] = Sym(name)
+        return self.syms[name]
+
+    def parse(self, path):
+        with open(path, encoding="utf-8") as inf:
+            lines = inf.read().splitlines()
+        help_indent = None
+        in_help = False
+        pending = []  # the current definition's prompt/default lines, resolved at its end
+        for raw in lines:
+            if in_help:
+                if not raw.strip():
+                    continue
+                indent = len(raw) - len(raw.lstrip())
+                if help_indent is None:
+                    help_indent = indent
+                if indent >= help_indent and indent > 0:
+                    continue
+                in_help = False
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            word, _, rest = line.partition(" ")
+            rest = rest.strip()
+            if word in ("help", "---help---"):
+                in_help, help_indent = True, None
+                continue
+            if word in ("config", "menuconfig"):
+                self.finish(pending)
+                sym = self.sym(rest)
+                if rest not in self.order:
+                    self.order.append(rest)
+                if self.choice is not None:
+                    sym.choice = self.choice
+                    self.choice.members.append(sym)
+                self.cur = sym
+                pending = []
+            elif word == "choice":
+                self.finish(pending)
+                pending = []
+                self.choice = Choice(list(self.ifs))
+                self.cur = self.choice
+            elif word == "endchoice":
+                self.finish(pending)
+                pending = []
+                self.choice, self.cur = None, None
+            elif word == "if":
+                self.finish(pending)
+                pending = []
+                self.ifs.append(Expr(rest))
+                self.cur = None
+            elif word == "endif":
+                self.finish(pending)
+                pending = []
+                self.ifs.pop()
+                self.cur = None
+            elif word in ("source", "osource", "rsource"):
+                self.finish(pending)
+                pending = []
+                self.cur = None
+                base = os.path.dirname(path) if word == "rsource" else self.srctree
+                for inc in sorted(glob.glob(os.path.join(base, unquote(rest)))):
+                    self.parse(inc)
+            elif word in ("menu", "endmenu", "mainmenu", "comment"):
+                self.finish(pending)
+                pending = []
+                self.cur = None
+            elif self.cur is not None:
+                pending.append((word, rest))
+        self.finish(pending)
+
+    def finish(self, pending):
+        """Attach a definition's properties, with its dependencies."""
+        item = self.cur
+        if item is None or not pending:
+            return
+        deps = list(self.ifs) if not isinstance(item, Sym) or item.choice is None \
+            else list(self.choice.conds)
+        for word, rest in pending:
+            if word == "depends" and rest.startswith("on "):
+                deps.append(Expr(rest[3:]))
+        for word, rest in pending:
+            if isinstance(item, Choice):
+                if word == "prompt":
+                    item.conds = deps
+                elif word == "default":
+                    val, cond = split_if(rest)
+                    item.defaults.append((val, deps + ([Expr(cond)] if cond else [])))
+                continue
+            if word in ("bool", "tristate", "string", "int", "hex", "def_bool"):
+                item.type = "bool" if word in ("tristate", "def_bool") else word
+                if word == "def_bool":
+                    val, cond = split_if(rest)
+                    item.defaults.append((val, deps + ([Expr(cond)] if cond else [])))
+                elif rest:
+                    _, cond = split_if(rest)
+                    item.prompts.append(deps + ([Expr(cond)] if cond else []))
+            elif word == "prompt":
+                _, cond = split_if(rest)
+                item.prompts.append(deps + ([Expr(cond)] if cond else []))
+            elif word == "default":
+                val, cond = split_if(rest)
+                item.defaults.append((val, deps + ([Expr(cond)] if cond else [])))
+            elif word == "select":
+                target, cond = split_if(rest)
+                self.sym(target).selected_by.append(
+                    (item.name, deps + ([Expr(cond)] if cond else [])))
+
+
+def read_defconfig(path):
+    values = []
+    with open(path, encoding="utf-8") as inf:
+        for line in inf:
+            line = line.strip()
+            match = re.match(r"^# CONFIG_(\w+) is not set$", line)
+            if match:
+                values.append((match.group(1), "n"))
+                continue
+            match = re.match(r"^CONFIG_(\w+)=(.*)$", line)
+            if match:
+                values.append((match.group(1), match.group(2)))
+    return values
+
+
+def without_kconfiglib(srctree, defconfig):
+    parser = Parser(srctree)
+    parser.parse(os.path.join(srctree, "Kconfig"))
+    user = {}
+    user_order = []
+    for name, val in read_defconfig(defconfig):
+        user[name] = unquote(val)
+        user_order.append((name, user[name]))
+    syms = parser.syms
+    choices = []
+    for sym in syms.values():
+        if sym.choice is not None and sym.choice not in choices:
+            choices.append(sym.choice)
+
+    def holds(conds, env):
+        return all(c.value(env) for c in conds)
+
+    env = {name: ("n" if s.type == "bool" else "") for name, s in syms.items()}
+    written = {}
+    for _ in range(100):
+        new_env, new_written = {}, {}
+        selection = {}
+        for choice in choices:
+            if not holds(choice.conds, env):
+                continue
+            visible = [m for m in choice.members if any(holds(p, env) for p in m.prompts)]
+            chosen = None
+            for name, val in user_order:
+                if val == "y" and syms.get(name) in visible:
+                    chosen = syms[name]
+            if chosen is None:
+                for val, conds in choice.defaults:
+                    if holds(conds, env) and syms.get(val) in visible:
+                        chosen = syms[val]
+                        break
+            if chosen is None and visible:
+                chosen = visible[0]
+            for member in visible:
+                selection[member.name] = member is chosen
+        for name, sym in syms.items():
+            visible = any(holds(p, env) for p in sym.prompts)
+            write = visible
+            if sym.type == "bool":
+                if sym.choice is not None:
+                    val = "y" if selection.get(name) else "n"
+                    write = name in selection
+                else:
+                    if visible and name in user:
+                        val = "y" if user[name] == "y" else "n"
+                    else:
+                        val = "n"
+                        for dval, conds in sym.defaults:
+                            if holds(conds, env):
+                                val = "y" if Expr(dval).value(env) else "n"
+                                write = write or val == "y"
+                                break
+                    if any(env.get(sel) == "y" and holds(conds, env)
+                           for sel, conds in sym.selected_by):
+                        val, write = "y", True
+            else:
+                if visible and name in user:
+                    val = user[name]
+                else:
+                    val = ""
+                    for dval, conds in sym.defaults:
+                        if holds(conds, env):
+                            val = unquote(dval) if dval.startswith('"') or \
+                                dval not in syms else env[dval]
+                            write = True
+                            break
+                if sym.type == "hex" and val and not val.lower().startswith("0x"):
+                    val = "0x" + val
+            new_env[name] = val
+            new_written[name] = write
+        if new_env == env and new_written == written:
+            break
+        env, written = new_env, new_written
+    return [(name, syms[name].type or "string", env[name])
+            for name in parser.order if written.get(name)]
+
+
+# ---- output -----------------------------------------------------------------
+
+def escape(val):
+    return val.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def write_outputs(objdir, symbols):
+    gen = os.path.join(objdir, "include", "generated")
+    os.makedirs(gen, exist_ok=True)
+    config = ["#", "# Automatically generated file; DO NOT EDIT.",
+              "# Demo U-Boot Configuration", "#"]
+    header = ["/*", " * Automatically generated file; DO NOT EDIT.",
+              " * Demo U-Boot Configuration", " */"]
+    make = []
+    for name, kind, val in symbols:
+        full = "CONFIG_" + name
+        if kind == "bool":
+            if val == "y":
+                config.append(f"{full}=y")
+                header.append(f"#define {full} 1")
+                make.append(f"{full}=y")
+            else:
+                config.append(f"# {full} is not set")
+        elif kind == "string":
+            config.append(f'{full}="{escape(val)}"')
+            header.append(f'#define {full} "{escape(val)}"')
+            make.append(f'{full}="{escape(val)}"')
+        elif val:
+            config.append(f"{full}={val}")
+            header.append(f"#define {full} {val}")
+            make.append(f"{full}={val}")
+    files = {
+        os.path.join(objdir, ".config"): config,
+        os.path.join(gen, "autoconf.h"): header,
+        os.path.join(objdir, "include", "autoconf.mk"): make,
+    }
+    for path, lines in files.items():
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as outf:
+            outf.write("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--srctree", required=True)
+    parser.add_argument("--objdir", required=True)
+    parser.add_argument("--no-kconfiglib", action="store_true",
+                        help="always use the built-in evaluator")
+    parser.add_argument("--print", action="store_true",
+                        help="print the symbols instead of writing files")
+    parser.add_argument("defconfig")
+    args = parser.parse_args()
+    if not os.path.isfile(args.defconfig):
+        sys.exit(f"*** Can't find default configuration \"{args.defconfig}\"!")
+    path, tmp = preprocess(args.defconfig, args.srctree)
+    try:
+        symbols = None
+        if not args.no_kconfiglib:
+            try:
+                symbols = with_kconfiglib(args.srctree, path)
+            except ImportError:
+                symbols = None
+        if symbols is None:
+            symbols = without_kconfiglib(args.srctree, path)
+    finally:
+        if tmp:
+            os.unlink(tmp)
+    if args.print:
+        for name, kind, val in symbols:
+            print(f"{name} {kind} {val}")
+        return
+    write_outputs(args.objdir, symbols)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+DEMO_H = """\
+/* SPDX-License-Identifier: GPL-2.0+ */
+#ifndef __DEMO_H
+#define __DEMO_H
+
+int board_init(void);
+const char *board_name(void);
+void serial_puts(const char *s);
+int demo_table_lookup(const char *name);
+int feature_x_status(void);
+int main_loop(void);
+void _start(void);
+
+extern const char version_string[];
+extern const char default_environment[];
+
+#endif
+"""
+
+MAIN_C = """\
+// SPDX-License-Identifier: GPL-2.0+
+#include <demo.h>
+
+static volatile int sink;
+
+int main_loop(void)
+{
+\tint ret = board_init();
+
+\tserial_puts(version_string);
+\tserial_puts(board_name());
+#ifdef CONFIG_DEMO_TABLE
+\tret += demo_table_lookup("bootcmd");
+#endif
+#ifdef CONFIG_DEMO_FEATURE_X
+\tret += feature_x_status();
+#endif
+\treturn ret + default_environment[0];
+}
+
+void _start(void)
+{
+\tsink = main_loop();
+\tfor (;;)
+\t\t;
+}
+"""
+
+SPL_C = """\
+// SPDX-License-Identifier: GPL-2.0+
+#include <demo.h>
+
+static volatile int spl_sink;
+
+void _start(void)
+{
+\tspl_sink = board_init();
+\tserial_puts("U-Boot SPL\\n");
+\tfor (;;)
+\t\t;
+}
+"""
+
+VERSION_C = """\
+// SPDX-License-Identifier: GPL-2.0+
+#include <generated/timestamp.h>
+
+const char version_string[] = U_BOOT_VERSION_STRING;
+"""
+
+SERIAL_C = """\
+// SPDX-License-Identifier: GPL-2.0+
+#include <demo.h>
+
+#define UART_TX ((volatile char *)0x10000000UL)
+
+void serial_puts(const char *s)
+{
+\twhile (*s)
+\t\t*UART_TX = *s++;
+}
+"""
+
+ENV_C = """\
+// SPDX-License-Identifier: GPL-2.0+
+/* The default environment: NUL-separated name=value pairs. */
+#define STR2(x) #x
+#define STR(x) STR2(x)
+
+const char default_environment[]
+\t__attribute__((section(".rodata.default_environment"))) =
+\t"arch=" CONFIG_SYS_ARCH "\\0"
+\t"board=" CONFIG_SYS_BOARD "\\0"
+\t"bootcmd=run distro_bootcmd\\0"
+\t"bootdelay=" STR(CONFIG_BOOTDELAY) "\\0"
+\t"malloc_len=" STR(CONFIG_SYS_MALLOC_LEN) "\\0";
+"""
+
+ENVCRC_C = """\
+// SPDX-License-Identifier: GPL-2.0+
+/* Host tool: print the CRC32 of a file (an environment image). */
+#include <stdint.h>
+#include <stdio.h>
+
+int main(int argc, char **argv)
+{
+\tuint32_t crc = 0xffffffffu;
+\tFILE *f;
+\tint c, k;
+
+\tif (argc != 2) {
+\t\tfprintf(stderr, "usage: envcrc FILE\\n");
+\t\treturn 1;
+\t}
+\tf = fopen(argv[1], "rb");
+\tif (!f) {
+\t\tperror(argv[1]);
+\t\treturn 1;
+\t}
+\twhile ((c = getc(f)) != EOF) {
+\t\tcrc ^= (uint32_t)c;
+\t\tfor (k = 0; k < 8; k++)
+\t\t\tcrc = (crc >> 1) ^ (0xedb88320u & -(crc & 1u));
+\t}
+\tfclose(f);
+\tprintf("%08x\\n", (unsigned int)~crc);
+\treturn 0;
+}
+"""
+
+GITIGNORE = """\
+*.o
+*.d
+*.a
+/.config
+/include/generated/
+/include/autoconf.mk
+/spl/
+/tools/envcrc
+/u-boot*
+!/u-boot.lds
+/System.map
+"""

@@ -1,0 +1,298 @@
+"""The boss side of a distributed run: probe the fleet, start workers, feed them.
+
+``remote_starter`` returns the hook the runner calls once the pool exists. It
+probes every machine in parallel, then gives each available machine its own
+thread that ships the tool, starts the worker, pushes exactly what will be
+built, configures it and joins the shared pool. A machine that fails any step
+is dropped with its reason; the run goes on with the others and the local
+slots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from buildfleet import __version__, gitutil
+from buildfleet.fleet import ship
+from buildfleet.fleet.channel import Channel, ChannelError
+from buildfleet.fleet.machines import DEFAULT_WORK_DIR, MachinesError, select_machines
+from buildfleet.fleet.probe import MachineStatus, probe_machines
+from buildfleet.fleet.remote import (
+    PREPARE_SECONDS,
+    QUIT_SECONDS,
+    RemoteDispatcher,
+    RemoteSession,
+    WorkerLost,
+)
+from buildfleet.fleet.ssh import SshSession, git_push_env, ssh_argv
+from buildfleet.model import Board, BuildJob, BuildResult
+from buildfleet.plan import PlanError
+from buildfleet.settings import Settings
+from buildfleet.toolchains import Toolchains
+
+READY_SECONDS = 120.0
+SETUP_SECONDS = 60.0
+PUSH_SECONDS = 600.0
+DONE_SECONDS = 120.0
+
+
+class WorkerLog:
+    """``worker-<name>.log``: every message and stderr line, timestamped."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh: IO[str] = path.open("w", encoding="utf-8", errors="replace")
+        self._lock = threading.Lock()
+
+    def write(self, direction: str, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.write(f"{stamp} {direction} {text}\n")
+                self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+
+def _summarise(msg: dict[str, Any]) -> str:
+    if msg.get("resp") == "build_result":
+        return (f"build_result {msg.get('board')} commit {msg.get('commit_upto')} "
+                f"rc={msg.get('return_code')} files={len(msg.get('files') or {})}")
+    return str(msg)[:500]
+
+
+class RemoteExecutor:
+    """One machine of the fleet: start-up, then dispatch, in its own thread."""
+
+    def __init__(self, status: MachineStatus, ctx: Any, session: SshSession,
+                 settings: Settings, tip: str, commit_hashes: list[str]) -> None:
+        self.status = status
+        self.name = status.name
+        self.ctx = ctx
+        self.session = session
+        self.settings = settings
+        self.tip = tip
+        self.commit_hashes = commit_hashes
+        self.exceptions = 0
+        self.failure = ""
+        self.channel: Channel | None = None
+        self.dispatcher: RemoteDispatcher | None = None
+        self.log = WorkerLog(ctx.plan.base / f"worker-{self.name}.log")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"remote-{self.name}")
+        self._quit_lock = threading.Lock()
+        self._quitted = False
+
+    # -- executor interface ---------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def abort(self) -> None:
+        """Ctrl-C: tell the worker to quit and drop the connection (bounded)."""
+        self._quit(graceful=False)
+
+    # -- the machine's life ---------------------------------------------------
+    def _say(self, text: str) -> None:
+        self.ctx.log(f"  {self.name}: {text}")
+
+    def _on_stderr(self, line: str) -> None:
+        self.log.write("!!", line)
+        if self.ctx.args.debug:
+            self.ctx.log(f"[{self.name}] {line}")
+
+    def _run(self) -> None:
+        pool = self.ctx.pool
+        try:
+            session = self._start_up()
+            if self.ctx.stop.is_set():
+                return
+            archs = self._configure(session)
+            max_boards = self.status.max_boards
+            self._prepare(session, max_boards)
+            aliases = self.settings.toolchain_alias
+
+            def can_build(board: Board) -> bool:
+                return board.arch in archs or any(a in archs for a in aliases.get(board.arch, []))
+
+            pool.register(self.name, max_boards, can_build)
+            self.dispatcher = RemoteDispatcher(
+                self.name, session, max_boards, [c.sequence for c in self.ctx.plan.commits],
+                self._take, self._accept, lambda t: pool.finished(self.name, t),
+                self.ctx.stop, self.ctx.log)
+            self.dispatcher.run()
+            self.dispatcher.close_busy()
+            if not self.ctx.stop.is_set():
+                done = session.request({"cmd": "build_done"}, "build_done", DONE_SECONDS,
+                                       accept=("heartbeat", "board_cancelled"))
+                self.exceptions = int(done.get("exceptions") or 0)
+        except (WorkerLost, ship.ShipError, ChannelError, gitutil.GitError, OSError) as exc:
+            self.failure = str(exc)
+            if not self.ctx.stop.is_set():
+                back = pool.remove_executor(self.name, failed=True)
+                extra = f"; {len(back)} boards back to the pool" if back else ""
+                self.ctx.log(f"Worker failed on {self.name}: {exc}{extra}")
+            self.log.write("!!", f"failed: {exc}")
+        finally:
+            if self.dispatcher is not None:
+                self.dispatcher.close_busy()
+            pool.remove_executor(self.name)
+            self._quit(graceful=not self.failure)
+            self.log.close()
+
+    def _start_up(self) -> RemoteSession:
+        machine = self.status.config
+        args = self.ctx.args
+        work_dir = DEFAULT_WORK_DIR
+        pyz = ""
+        if not args.machines_buildman_path:
+            pyz = ship.ensure_shipped(machine, self.session, work_dir)
+        cmd = ship.worker_command(pyz, work_dir, args.debug, args.machines_buildman_path)
+        self.log.write(">>", f"start: {cmd}")
+        self.channel = Channel(ssh_argv(machine, self.session, cmd), name=self.name,
+                               on_stderr=self._on_stderr,
+                               on_noise=lambda ln: self.log.write("..", ln))
+        session = RemoteSession(self.name, self.channel)
+        ready = session.wait_for("ready", READY_SECONDS)
+        self.log.write("<<", _summarise(ready))
+        expected = None if args.machines_buildman_path else __version__
+        ship.check_ready(ready, expected)
+        setup = session.request({"cmd": "setup", "work_dir": work_dir}, "setup_done",
+                                SETUP_SECONDS)
+        git_dir = str(setup.get("git_dir") or "")
+        if not git_dir.startswith("/"):
+            raise WorkerLost(f"setup_done without an absolute git_dir: {git_dir!r}")
+        self._push(git_dir)
+        return session
+
+    def _push(self, git_dir: str) -> None:
+        machine = self.status.config
+        env = git_push_env(machine, self.session)
+        gitutil.git(["push", "-q", "--force", f"{machine.host}:{git_dir}",
+                     f"{self.tip}:refs/heads/work"], cwd=self.ctx.plan.src_dir, env=env,
+                    timeout=PUSH_SECONDS)
+        self.log.write(">>", f"pushed {self.tip} to {git_dir}")
+
+    def _configure(self, session: RemoteSession) -> set[str]:
+        settings = self.ctx.plan.flags.to_dict()
+        reply = session.request({"cmd": "configure", "settings": settings,
+                                 "toolchains": self.status.toolchains},
+                                "configure_done", SETUP_SECONDS)
+        tcs = reply.get("toolchains")
+        archs = set(tcs) if isinstance(tcs, dict) else set(self.status.toolchains)
+        self.log.write("<<", f"configure_done: {sorted(archs)}")
+        return archs
+
+    def _prepare(self, session: RemoteSession, max_boards: int) -> None:
+        session.request({"cmd": "build_prepare", "commits": self.commit_hashes,
+                         "max_boards": max_boards}, "build_prepare_done", PREPARE_SECONDS,
+                        accept=("build_started", "worktree_created"))
+
+    def _take(self, may_wait: bool) -> BuildJob | None:
+        pool = self.ctx.pool
+        return pool.take(self.name) if may_wait else pool.try_take(self.name)
+
+    def _accept(self, result: BuildResult) -> bool:
+        self.log.write("<<", f"result {result.target} {result.sequence} rc={result.return_code}")
+        return bool(self.ctx.sink.accept(self.name, result))
+
+    def _quit(self, graceful: bool) -> None:
+        with self._quit_lock:
+            if self._quitted or self.channel is None:
+                return
+            self._quitted = True
+        channel = self.channel
+        try:
+            channel.send({"cmd": "quit"})
+            if graceful:
+                RemoteSession(self.name, channel).wait_for("quit_ack", QUIT_SECONDS,
+                                                           accept=("build_result",
+                                                                   "board_cancelled",
+                                                                   "build_done"))
+        except (ChannelError, WorkerLost):
+            pass
+        channel.close(grace=2.0)
+
+    def closing_line(self) -> str:
+        stats = self.dispatcher.stats if self.dispatcher else None
+        sent = self.channel.bytes_sent if self.channel else 0
+        recv = self.channel.bytes_received if self.channel else 0
+        if stats is None:
+            return f"  {self.name}: no boards ({self.failure or 'not started'})"
+        state = f", failed: {self.failure}" if self.failure else ""
+        return (f"  {self.name}: {stats.boards} boards, {stats.results} results, busy "
+                f"{stats.busy:.1f}s, sent {_size(sent)}, received {_size(recv)}{state}")
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n}B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f}KB"
+    return f"{n / 1024 / 1024:.1f}MB"
+
+
+def _push_tip(plan: Any) -> tuple[str, list[str]]:
+    """What to push and the hashes workers build: the branch tip, or a snapshot."""
+    if plan.branch is None:
+        snap = gitutil.snapshot_working_tree(plan.src_dir)
+        return snap, [snap for _ in plan.commits]
+    tip = gitutil.git(["rev-parse", "--verify", f"{plan.commits[-1].hash}^{{commit}}"],
+                      cwd=plan.src_dir).strip()
+    branch_tip = gitutil.git(["rev-parse", "--verify",
+                              f"{plan.branch.split('..')[-1]}^{{commit}}"],
+                             cwd=plan.src_dir, check=False).strip()
+    return branch_tip or tip, [c.hash for c in plan.commits]
+
+
+def remote_starter(settings: Settings, toolchains: Toolchains
+                   ) -> Callable[[Any], list[RemoteExecutor]]:
+    """The runner's hook: probe and start every available machine."""
+
+    def start(ctx: Any) -> list[RemoteExecutor]:
+        args: argparse.Namespace = ctx.args
+        try:
+            machines = select_machines(settings, args.use_machines)
+        except MachinesError as exc:
+            raise PlanError(str(exc)) from None
+        session = SshSession.create()
+        statuses = probe_machines(machines, session, progress=ctx.log)
+        available = []
+        for status in statuses:
+            if status.available:
+                available.append(status)
+            else:
+                ctx.log(f"  {status.name}: unavailable: {status.reason}")
+        if not available:
+            session.close()
+            if args.no_local:
+                raise PlanError("No machines available: " + "; ".join(
+                    f"{s.name}: {s.reason}" for s in statuses))
+            ctx.log("No machines available: building everything locally")
+            return []
+        tip, hashes = _push_tip(ctx.plan)
+        executors = [RemoteExecutor(s, ctx, session, settings, tip, hashes) for s in available]
+        ctx.log(f"Starting workers on {len(executors)} machines: "
+                + ", ".join(e.name for e in executors))
+
+        def close_all() -> None:
+            for ex in executors:
+                ex.abort()
+            for ex in executors:
+                ex.join(QUIT_SECONDS)
+            if ctx.stop.is_set() or all(not ex._thread.is_alive() for ex in executors):
+                session.close()
+
+        ctx.closers.append(close_all)
+        ctx.remote_executors = executors
+        return executors
+
+    return start

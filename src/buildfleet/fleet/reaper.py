@@ -1,0 +1,111 @@
+"""Kill everything a worker started, and nothing else.
+
+A worker's makes run in process groups of their own (so one board can be
+stopped alone), which means killing the worker's own group is not enough:
+buildman's "SIGKILL my group" left such makes behind. The reaper walks the
+process table for the worker's descendants and the members of its group
+(Linux ``/proc``) and kills them, groups first, until none is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, pgid) for every live process; empty without /proc."""
+    table: dict[int, tuple[int, int]] = {}
+    try:
+        entries = list(PROC.iterdir())
+    except OSError:
+        return table
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parens.
+        # Zombies are dead already (their parent collects them): skip them.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if not fields or fields[0] in ("Z", "X"):
+            continue
+        try:
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def descendants(root: int, table: dict[int, tuple[int, int]]) -> set[int]:
+    """Every process below ``root`` in the parent tree."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _pgid) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = list(children.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def _kill(pid: int, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def reap(include_own_group: bool, rounds: int = 20) -> int:
+    """SIGKILL this process's descendants (and, if asked, its group's members).
+
+    Groups led by a descendant are killed whole, which catches compilers that
+    make started even if they were re-parented. Returns how many processes
+    were signalled. Without /proc (not Linux) it falls back to signalling
+    this process's own group with SIGTERM, which this process ignores.
+    """
+    me = os.getpid()
+    total = 0
+    for _ in range(rounds):
+        table = process_table()
+        if not table:
+            if include_own_group:
+                old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                _kill_group_term(os.getpgrp())
+                signal.signal(signal.SIGTERM, old)
+            return total
+        victims = descendants(me, table)
+        if include_own_group:
+            mygroup = os.getpgrp()
+            victims |= {pid for pid, (_pp, pg) in table.items() if pg == mygroup}
+        victims.discard(me)
+        if not victims:
+            return total
+        for pid in victims:
+            if table[pid][1] == pid:
+                _kill(pid, group=True)
+        for pid in victims:
+            _kill(pid, group=False)
+        total += len(victims)
+        time.sleep(0.02)
+    return total
+
+
+def _kill_group_term(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+

@@ -1,0 +1,162 @@
+"""A remote machine as an executor: the boss's side of one worker.
+
+Each machine runs its own start-up (ship, start, setup, push, configure,
+prepare) in its own thread and joins the shared pool as soon as it is ready,
+so a fast machine builds while a slow one is still receiving the tree. From
+then on it pulls boards on demand, up to ``max_boards`` in flight, and hands
+every result to the same sink as the local slots. Any failure — silence past
+the liveness bound, EOF, an ``error`` reply, garbage — ends this worker only:
+its boards go back to the pool, and its late results are refused by the sink.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from buildfleet.fleet.channel import Channel, ChannelError
+from buildfleet.fleet.protocol import ProtocolError
+from buildfleet.model import BuildJob, BuildResult
+
+LIVENESS_SECONDS = 30.0
+PREPARE_SECONDS = 300.0
+DONE_SECONDS = 60.0
+QUIT_SECONDS = 10.0
+
+
+class WorkerLost(Exception):
+    """This worker can no longer be trusted with boards (one-line reason)."""
+
+
+@dataclass
+class RemoteStats:
+    boards: int = 0
+    results: int = 0
+    busy: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+class RemoteSession:
+    """The protocol conversation with one started worker (after ``ready``)."""
+
+    def __init__(self, name: str, channel: Channel) -> None:
+        self.name = name
+        self.channel = channel
+
+    def request(self, cmd: dict[str, Any], want: str, timeout: float,
+                accept: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Send ``cmd`` and wait for the ``want`` reply, skipping ``accept`` ones."""
+        self.channel.send(cmd)
+        return self.wait_for(want, timeout, accept)
+
+    def wait_for(self, want: str, timeout: float, accept: tuple[str, ...] = ()) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerLost(f"no '{want}' within {timeout:g} s")
+            try:
+                msg = self.channel.recv(min(left, LIVENESS_SECONDS))
+            except ChannelError as exc:
+                raise WorkerLost(str(exc)) from None
+            except ProtocolError as exc:
+                raise WorkerLost(str(exc)) from None
+            resp = msg.get("resp")
+            if resp == want:
+                return msg
+            if resp == "error":
+                raise WorkerLost(f"worker error: {msg.get('msg', '')}")
+            if resp in accept or resp == "heartbeat":
+                continue
+            raise WorkerLost(f"unexpected '{resp}' while waiting for '{want}'")
+
+
+class RemoteDispatcher:
+    """Feeds one prepared worker from the pool and collects its results."""
+
+    def __init__(self, name: str, session: RemoteSession, max_boards: int,
+                 sequences: list[int], take: Callable[[bool], BuildJob | None],
+                 accept: Callable[[BuildResult], bool], finished: Callable[[str], None],
+                 stop: threading.Event, log: Callable[[str], None]) -> None:
+        self.name = name
+        self.session = session
+        self.max_boards = max(1, max_boards)
+        self.index_of = {seq: i for i, seq in enumerate(sequences)}
+        self.sequences = sequences
+        self.take = take
+        self.accept = accept
+        self.finished = finished
+        self.stop = stop
+        self.log = log
+        self.in_flight: dict[str, set[int]] = {}
+        self.stats = RemoteStats()
+        self._busy_since: float | None = None
+
+    def run(self) -> None:
+        """Dispatch until the pool has nothing more for this worker."""
+        while not self.stop.is_set():
+            self._refill()
+            if not self.in_flight:
+                return
+            try:
+                msg = self.session.channel.recv(LIVENESS_SECONDS)
+            except ChannelError as exc:
+                raise WorkerLost(str(exc)) from None
+            except ProtocolError as exc:
+                raise WorkerLost(str(exc)) from None
+            self._handle(msg)
+
+    def _refill(self) -> None:
+        while len(self.in_flight) < self.max_boards and not self.stop.is_set():
+            job = self.take(not self.in_flight)
+            if job is None:
+                return
+            board = job.board
+            indices = [self.index_of[c.sequence] for c in job.commits]
+            self.session.channel.send({
+                "cmd": "build_board", "board": board.target, "arch": board.arch,
+                "cpu": board.cpu, "soc": board.soc, "vendor": board.vendor,
+                "board_name": board.board_name, "config_name": board.config_name,
+                "commits": indices,
+            })
+            self.in_flight[board.target] = {c.sequence for c in job.commits}
+            if self._busy_since is None:
+                self._busy_since = time.monotonic()
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        resp = msg.get("resp")
+        if resp in ("heartbeat", "board_cancelled"):
+            return
+        if resp == "error":
+            raise WorkerLost(f"worker error: {msg.get('msg', '')}")
+        if resp != "build_result":
+            raise WorkerLost(f"unexpected '{resp}' during the build")
+        try:
+            result = BuildResult.from_wire(msg, host=self.name)
+        except ValueError as exc:
+            raise WorkerLost(f"bad build_result: {exc}") from None
+        index = result.sequence
+        if not 0 <= index < len(self.sequences):
+            raise WorkerLost(f"build_result for unknown commit index {index}")
+        result.sequence = self.sequences[index]
+        waiting = self.in_flight.get(result.target)
+        if waiting is None or result.sequence not in waiting:
+            raise WorkerLost(f"build_result for {result.target} that was not asked for")
+        waiting.discard(result.sequence)
+        self.stats.results += 1
+        self.accept(result)
+        if not waiting:
+            del self.in_flight[result.target]
+            self.stats.boards += 1
+            self.finished(result.target)
+            if not self.in_flight and self._busy_since is not None:
+                self.stats.busy += time.monotonic() - self._busy_since
+                self._busy_since = None
+
+    def close_busy(self) -> None:
+        if self._busy_since is not None:
+            self.stats.busy += time.monotonic() - self._busy_since
+            self._busy_since = None

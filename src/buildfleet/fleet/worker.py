@@ -1,0 +1,497 @@
+"""``buildfleet --worker``: the shared builder behind the wire protocol.
+
+A worker is the local builder with a protocol sink instead of the output
+tree: commands arrive on stdin, ``BM> `` replies leave on the real stdout
+(see ``fleet.protocol``). Three things buildman's worker got wrong are done
+right here:
+
+* only protocol lines reach the real stdout: fd 1 is pointed at stderr and
+  the protocol uses a private copy, so neither a stray print nor a compiler
+  can corrupt the stream (and children get /dev/null as stdin, so they can't
+  eat commands);
+* heartbeats keep coming every ``HEARTBEAT_INTERVAL`` s while a board
+  builds, not only when it starts, so a long board never looks like a hang;
+* on ``quit``, end of stdin, SIGHUP or SIGTERM every process the worker
+  started is killed, including makes that run in process groups of their
+  own (``fleet.reaper``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from buildfleet.build.builder import Builder, BuildInterrupted, Slot, prepare_slots
+from buildfleet.fleet import reaper
+from buildfleet.fleet.policy import make_jobs
+from buildfleet.fleet.protocol import (
+    HEARTBEAT_INTERVAL,
+    MAX_COMMAND_LINE,
+    ProtocolError,
+    decode_command_line,
+    encode_reply,
+    error_reply,
+    read_line,
+    ready_reply,
+)
+from buildfleet.fleet.workdir import WorkDir, WorkDirError, setup_work_dir
+from buildfleet.fleet.workertools import (
+    CommandError,
+    check_commits,
+    load_toolchains,
+    parse_flags,
+)
+from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult, Commit
+from buildfleet.results.paths import is_safe_name
+
+INFRA_RC = 1
+SHUTDOWN_GRACE = 3.0
+
+
+def cpu_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class _Terminate(BaseException):
+    """Raised in the main thread by the SIGTERM/SIGHUP handler."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Output:
+    """The protocol stream: whole lines, one writer at a time."""
+
+    def __init__(self, stream: IO[bytes], on_broken: Callable[[], None]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._on_broken = on_broken
+        self.broken = False
+
+    def send(self, obj: dict[str, Any]) -> None:
+        data = encode_reply(obj)
+        with self._lock:
+            if self.broken:
+                return
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (OSError, ValueError):
+                self.broken = True
+        if self.broken:
+            self._on_broken()
+
+
+@dataclass
+class _Running:
+    """A board a slot is building."""
+
+    job: BuildJob
+    thread: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    sent: set[int] = field(default_factory=set)
+    worst_rc: int = 0
+
+
+_Item = bytes | ProtocolError | str | None
+
+
+class Worker:
+    """The worker's state; the main thread runs ``serve``, slots run boards."""
+
+    def __init__(self, out: Output, log: Callable[[str], None], debug: bool) -> None:
+        self.out = out
+        self.log = log
+        self.debug = debug
+        self.nthreads = cpu_threads()
+        self.host = socket.gethostname()
+        self.work: WorkDir | None = None
+        self.flags = BuildFlags()
+        self.builder: Builder | None = None
+        self.toolchain_map: dict[str, str] = {}
+        self._archs: set[str] = set()
+        self.commits: list[Commit] = []
+        self.max_boards = 0
+        self.slots: list[Slot] = []
+        self.generation = 0
+        self.lock = threading.Condition()
+        self.pending: deque[BuildJob] = deque()
+        self.running: dict[str, _Running] = {}
+        self.busy = 0
+        self.exceptions = 0
+        self.closing = False
+        self.inbox: queue.Queue[_Item] = queue.Queue()
+        self.threads: list[threading.Thread] = []
+
+    def dlog(self, msg: str) -> None:
+        if self.debug:
+            self.log(f"W: {msg}")
+
+    # -- main loop --------------------------------------------------------------
+    def serve(self) -> int:
+        """Dispatch commands until quit, end of input or a broken stdout."""
+        handlers: dict[str, Callable[[dict[str, Any]], bool]] = {
+            "setup": self.cmd_setup, "configure": self.cmd_configure,
+            "build_prepare": self.cmd_build_prepare, "build_board": self.cmd_build_board,
+            "build_done": self.cmd_build_done, "cancel_board": self.cmd_cancel_board,
+            "quit": self.cmd_quit,
+        }
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                self.dlog("stdin closed, killing group")
+                return 0
+            if isinstance(item, str):  # "broken": the boss is gone
+                self.log("W: stdout closed, killing group")
+                return 1
+            try:
+                if isinstance(item, ProtocolError):
+                    raise item
+                msg = decode_command_line(item)
+                if not handlers[msg["cmd"]](msg):
+                    return 0
+            except (ProtocolError, CommandError, WorkDirError) as exc:
+                self.dlog(f"error: {exc}")
+                self.out.send(error_reply(str(exc)))
+            except Exception as exc:  # noqa: BLE001 - a bad command must not kill us
+                self.log(f"W: internal error: {exc}\n{traceback.format_exc()}")
+                self.out.send(error_reply(f"internal error: {exc}"))
+
+    def read_stdin(self, stream: IO[bytes]) -> None:
+        """Reader thread: raw command lines (or errors) into the inbox; None at EOF."""
+        try:
+            while True:
+                try:
+                    line = read_line(stream, MAX_COMMAND_LINE)
+                except ProtocolError as exc:
+                    self.inbox.put(exc)
+                    continue
+                if not line:
+                    break
+                if line.strip():
+                    self.inbox.put(line)
+        except (OSError, ValueError) as exc:
+            self.log(f"W: reading stdin: {exc}")
+        finally:
+            self.inbox.put(None)
+
+    # -- commands (each returns False to stop serving) --------------------------
+    def cmd_setup(self, msg: dict[str, Any]) -> bool:
+        wanted = msg["work_dir"]
+        with self.lock:
+            if self.pending or self.busy:
+                raise CommandError("cannot change the work directory while building")
+        path = Path(os.path.expanduser(wanted)).absolute() if wanted else None
+        if self.work is None or path is None or self.work.path != path:
+            if self.work is not None:
+                self.work.release()
+                self.work = None
+                self.slots = []
+            self.work = setup_work_dir(wanted)
+        self.dlog(f"setup: {self.work.path}")
+        self.out.send({"resp": "setup_done", "work_dir": str(self.work.path),
+                       "git_dir": str(self.work.git_dir)})
+        return True
+
+    def cmd_configure(self, msg: dict[str, Any]) -> bool:
+        with self.lock:
+            if self.pending or self.busy:
+                raise CommandError("cannot configure while boards are building")
+        self._configure(parse_flags(msg["settings"]), msg.get("toolchains") or {})
+        self.out.send({"resp": "configure_done", "toolchains": self.toolchain_map,
+                       "archs": sorted(self._archs)})
+        return True
+
+    def _configure(self, flags: BuildFlags, hint: dict[str, str]) -> None:
+        tcs = load_toolchains(hint, self.log)
+        self.flags = flags
+        self.builder = Builder(flags, tcs, host=self.host)
+        self.toolchain_map = tcs.to_map()
+        self._archs = tcs.archs()
+        self.dlog(f"configure: {len(self.toolchain_map)} toolchains, {flags.to_dict()}")
+
+    def cmd_build_prepare(self, msg: dict[str, Any]) -> bool:
+        if self.work is None:
+            raise CommandError("no work directory set up (send setup first)")
+        with self.lock:
+            if self.pending or self.busy:
+                raise CommandError("cannot prepare a new build while boards are building")
+        hashes: list[str | None] = msg["commits"]
+        current = all(h is None for h in hashes)
+        if not current:
+            check_commits(self.work.git_dir, hashes)
+        if self.builder is None:
+            self._configure(BuildFlags(), {})
+        self.commits = [Commit(i, h) for i, h in enumerate(hashes)]
+        self.max_boards = msg.get("max_boards") or self.nthreads
+        count = min(self.nthreads, self.max_boards)
+        self.dlog(f"build_prepare: {len(hashes)} commits threads={count} "
+                  f"max_boards={self.max_boards}")
+        self.out.send({"resp": "build_started", "num_threads": count})
+        git_dir = None if current else self.work.git_dir
+        slots: list[Slot] = []
+        for i in range(count):
+            # One at a time, so each worktree_created keeps the boss's timeout alive.
+            slots = prepare_slots(git_dir, self.work.path, self.work.slots_root, i + 1)
+            self.out.send({"resp": "worktree_created", "thread": i})
+        self._start_slots(slots)
+        self.out.send({"resp": "build_prepare_done"})
+        return True
+
+    def _start_slots(self, slots: list[Slot]) -> None:
+        with self.lock:
+            self.generation += 1
+            self.slots = slots
+            self.exceptions = 0
+            self.lock.notify_all()
+            gen = self.generation
+        for slot in slots:
+            t = threading.Thread(target=self._run_slot, args=(slot, gen), daemon=True,
+                                 name=f"slot-{slot.index:02d}")
+            t.start()
+            self.threads.append(t)
+
+    def cmd_build_board(self, msg: dict[str, Any]) -> bool:
+        target: str = msg["board"]
+        if not is_safe_name(target):
+            raise CommandError(f"bad board name {target!r}")
+        if not self.slots or self.builder is None:
+            raise CommandError("no builder (send build_prepare first)")
+        indices = msg.get("commits")
+        if indices is None:
+            commits = tuple(self.commits)
+        else:
+            bad = [i for i in indices if i >= len(self.commits)]
+            if bad or not indices:
+                raise CommandError(f"board {target}: commit indices must be 0.."
+                                   f"{len(self.commits) - 1}, got {indices}")
+            commits = tuple(self.commits[i] for i in sorted(set(indices)))
+        board = Board(target=target, arch=msg["arch"],
+                      **{k: msg[k] for k in ("cpu", "soc", "vendor", "board_name",
+                                              "config_name") if k in msg})
+        with self.lock:
+            if target in self.running or any(j.board.target == target for j in self.pending):
+                raise CommandError(f"board {target} is already queued or building")
+            self.pending.append(BuildJob(board, commits))
+            self.lock.notify_all()
+        return True
+
+    def cmd_build_done(self, msg: dict[str, Any]) -> bool:
+        threading.Thread(target=self._finish_build, daemon=True, name="build-done").start()
+        return True
+
+    def _finish_build(self) -> None:
+        with self.lock:
+            while (self.pending or self.busy) and not self.closing:
+                self.lock.wait()
+            if self.closing:
+                return
+            count = self.exceptions
+        self.out.send({"resp": "build_done", "exceptions": count})
+
+    def cmd_cancel_board(self, msg: dict[str, Any]) -> bool:
+        target = msg["board"]
+        state = "unknown"
+        with self.lock:
+            for job in list(self.pending):
+                if job.board.target == target:
+                    self.pending.remove(job)
+                    state = "queued"
+            run = self.running.pop(target, None)
+            if run is not None:
+                run.stop.set()  # the builder kills its make; the sink drops the rest
+                state = "building"
+            self.lock.notify_all()
+            # Sent under the lock: no result for this board can follow it.
+            self.out.send({"resp": "board_cancelled", "board": target, "state": state})
+        self.dlog(f"cancel {target} ({state})")
+        return True
+
+    def cmd_quit(self, msg: dict[str, Any]) -> bool:
+        self.stop_all()
+        self.out.send({"resp": "quit_ack"})
+        return False
+
+    # -- slots ------------------------------------------------------------------
+    def _run_slot(self, slot: Slot, gen: int) -> None:
+        while True:
+            with self.lock:
+                while not self.pending and not self.closing and gen == self.generation:
+                    self.lock.wait()
+                if self.closing or gen != self.generation:
+                    return
+                job = self.pending.popleft()
+                run = _Running(job, slot.index)
+                self.running[job.board.target] = run
+                self.busy += 1
+                self.out.send({"resp": "heartbeat", "board": job.board.target,
+                               "thread": slot.index})
+            try:
+                self._build(run, slot)
+            finally:
+                with self.lock:
+                    self.busy -= 1
+                    if self.running.get(job.board.target) is run:
+                        del self.running[job.board.target]
+                    self.lock.notify_all()
+
+    def _build(self, run: _Running, slot: Slot) -> None:
+        target = run.job.board.target
+        assert self.builder is not None
+        self.dlog(f"start {target}")
+        start = time.monotonic()
+        try:
+            self.builder.build(run.job, slot, self._make_jobs,
+                               lambda r: self._sink(run, r), run.stop)
+        except BuildInterrupted:
+            self.dlog(f"stopped {target}")
+            return
+        except Exception as exc:  # noqa: BLE001 - one board must not end the worker
+            self.log(f"W: board {target} crashed: {exc}\n{traceback.format_exc()}")
+            with self.lock:
+                self.exceptions += 1
+            for commit in run.job.commits:
+                if commit.sequence not in run.sent:
+                    self._sink(run, BuildResult(target, commit.sequence, INFRA_RC,
+                                                stderr=f"worker exception: {exc}\n",
+                                                host=self.host,
+                                                infra_error=f"exception: {exc}"))
+        self.dlog(f"done {target} rc={run.worst_rc} in {time.monotonic() - start:.1f} s")
+
+    def _make_jobs(self) -> int:
+        return make_jobs(self.nthreads, self.max_boards, len(self.running))
+
+    def _sink(self, run: _Running, result: BuildResult) -> None:
+        with self.lock:
+            if run.stop.is_set() or self.closing:
+                return
+            run.sent.add(result.sequence)
+            run.worst_rc = max(run.worst_rc, result.return_code)
+            if len(run.sent) >= len(run.job.commits):
+                # The board is finished: no heartbeat may follow its last result.
+                self.running.pop(run.job.board.target, None)
+            self.out.send({"resp": "build_result", **result.to_wire()})
+
+    def heartbeat_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_INTERVAL):
+            with self.lock:
+                for target, run in self.running.items():
+                    self.out.send({"resp": "heartbeat", "board": target, "thread": run.thread})
+
+    # -- shutdown ---------------------------------------------------------------
+    def stop_all(self) -> None:
+        with self.lock:
+            self.closing = True
+            self.pending.clear()
+            for run in self.running.values():
+                run.stop.set()
+            self.lock.notify_all()
+
+    def shutdown(self, leader: bool) -> None:
+        """Stop every build, kill what we started, give up the work directory."""
+        self.stop_all()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        reaper.reap(include_own_group=leader)
+        if self.work is not None:
+            self.work.release()
+            self.work = None
+
+
+def _private_streams() -> tuple[IO[bytes], IO[bytes]]:
+    """Take fds 0 and 1 for the protocol; leave /dev/null and stderr in their place."""
+    proto_in = os.dup(0)
+    proto_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+    return os.fdopen(proto_in, "rb"), os.fdopen(proto_out, "wb")
+
+
+def _become_leader() -> bool:
+    """Lead our own process group if we can; True if we do."""
+    if os.getpgrp() == os.getpid():
+        return True
+    try:
+        os.setpgrp()
+    except OSError:
+        return False
+    return os.getpgrp() == os.getpid()
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """``buildfleet --worker [-D] [--work-dir DIR]``; returns the exit status."""
+    debug = bool(getattr(args, "debug", False))
+    stdin, stdout = _private_streams()
+    leader = _become_leader()
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    worker: Worker
+    out = Output(stdout, lambda: worker.inbox.put("broken"))
+    worker = Worker(out, log, debug)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise _Terminate(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    beat_stop = threading.Event()
+    code = 0
+    try:
+        work_dir = getattr(args, "work_dir", None)
+        if work_dir:
+            try:
+                worker.work = setup_work_dir(work_dir)
+            except WorkDirError as exc:
+                out.send(error_reply(str(exc)))
+                log(f"W: {exc}")
+                return 1
+        out.send(ready_reply(worker.nthreads, worker.nthreads))
+        worker.dlog(f"ready: {worker.nthreads} threads (group leader: {leader})")
+        threading.Thread(target=worker.read_stdin, args=(stdin,), daemon=True,
+                         name="stdin").start()
+        threading.Thread(target=worker.heartbeat_loop, args=(beat_stop,), daemon=True,
+                         name="heartbeat").start()
+        code = worker.serve()
+    except _Terminate as exc:
+        worker.dlog(f"signal {exc.signum}, killing group")
+        code = 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        beat_stop.set()
+        worker.shutdown(leader)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a worker without the full command line (``python -m buildfleet.fleet.worker``)."""
+    from buildfleet.cmdline import parse_args
+
+    return run_worker(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The checks and look-ups behind the worker's commands, apart from its loop.
+
+Each turns a command's fields into what the builder needs, or raises
+:class:`CommandError` whose text goes back to the boss as an ``error`` reply.
+Kept out of ``worker.py`` so that file is only the loop and its threads.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from buildfleet.model import BuildFlags
+from buildfleet.settings import Settings, SettingsError, load_settings
+from buildfleet.toolchains import (
+    ToolchainError,
+    Toolchains,
+    scan_toolchains,
+    test_toolchains,
+)
+
+GIT_CHECK_TIMEOUT = 60.0
+
+
+class CommandError(Exception):
+    """A well-formed command the worker cannot carry out now."""
+
+
+def parse_flags(settings: dict[str, Any]) -> BuildFlags:
+    try:
+        return BuildFlags.from_dict(settings)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise CommandError(f"configure: bad settings: {exc}") from None
+
+
+def load_toolchains(hint: dict[str, str], log: Callable[[str], None]) -> Toolchains:
+    """This machine's toolchains, with the boss's ``{arch: gcc}`` hint first.
+
+    A hinted compiler that exists here and answers ``--version`` wins for its
+    arch (the boss chose it); every other arch comes from this machine's own
+    ``~/.buildman`` and PATH, so a worker builds with what it really has.
+    """
+    try:
+        settings = load_settings(create=False)
+    except SettingsError as exc:
+        log(f"W: ignoring settings: {exc}")
+        settings = Settings(path=Path.home() / ".buildman")
+    errors: list[str] = []
+    tcs = scan_toolchains(settings, use_path=True, errors=errors)
+    for err in errors:
+        log(f"W: toolchain: {err}")
+    if hint:
+        try:
+            hinted = Toolchains.from_map(hint)
+        except ToolchainError as exc:
+            raise CommandError(f"configure: {exc}") from None
+        candidates = [tc for _arch, tc in hinted.items() if tc.gcc.is_file()]
+        for tc, (ok, _out) in zip(candidates, test_toolchains(candidates), strict=True):
+            if ok:
+                tcs.add(tc)
+    return tcs
+
+
+def check_commits(git_dir: Path, hashes: Sequence[str | None]) -> None:
+    """Refuse a build whose commits were not pushed (one git call for all)."""
+    if any(h is None for h in hashes):
+        raise CommandError("build_prepare: commits mix hashes and the current source (null)")
+    names = [h for h in hashes if h is not None]
+    if any(not h.isalnum() for h in names):
+        raise CommandError("build_prepare: commit names must be hexadecimal hashes")
+    query = "".join(f"{h}^{{commit}}\n" for h in names)
+    try:
+        proc = subprocess.run(["git", "--git-dir", str(git_dir), "cat-file", "--batch-check"],
+                              input=query, capture_output=True, text=True,
+                              timeout=GIT_CHECK_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CommandError(f"build_prepare: cannot check commits: {exc}") from None
+    missing = [h for h, line in zip(names, proc.stdout.splitlines(), strict=False)
+               if line.endswith(" missing")]
+    if proc.returncode != 0 or len(proc.stdout.splitlines()) != len(names):
+        raise CommandError(f"build_prepare: cannot check commits in {git_dir}: "
+                           f"{proc.stderr.strip() or proc.returncode}")
+    if missing:
+        raise CommandError(f"build_prepare: {len(missing)} commit(s) not in {git_dir} "
+                           f"(push first), e.g. {missing[0]}")
