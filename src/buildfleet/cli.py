@@ -29,11 +29,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from buildfleet.boards import BoardsError
     from buildfleet.gitutil import GitError
     from buildfleet.plan import PlanError
+    from buildfleet.results.reports import ReportError
     from buildfleet.settings import SettingsError
     from buildfleet.toolchains import ToolchainError
 
     errors: list[type[BaseException]] = [UsageError, BoardsError, GitError, PlanError,
-                                         SettingsError, ToolchainError]
+                                         ReportError, SettingsError, ToolchainError]
     try:
         from buildfleet.fleet.machines import MachinesError
         errors.append(MachinesError)
@@ -170,7 +171,9 @@ def _run_build_or_summary(args: argparse.Namespace, settings: object, toolchains
         print(print_arch(plan.boards, toolchains))
         return 0
     if args.summary:
-        return _summary(args, plan)
+        code = _summary(args, plan)
+        _reports(args, plan)
+        return code
     if args.dry_run:
         print("\n".join(dry_run_lines(plan, args.verbose)))
         return 0
@@ -184,26 +187,26 @@ def _run_build_or_summary(args: argparse.Namespace, settings: object, toolchains
     code = run_plan(plan, args, toolchains, start_remote)
     _reports(args, plan)
     if args.build_summary:
-        _summary(args, plan)
+        _summary(args, plan, header=False)
     return code
 
 
-def _summary(args: argparse.Namespace, plan: object) -> int:
+def _summary(args: argparse.Namespace, plan: object, header: bool = True) -> int:
     from buildfleet.plan import RunPlan
     from buildfleet.results.summary import run_summary
 
     assert isinstance(plan, RunPlan)
-    return run_summary(args, plan.base, plan.commits, plan.boards)
+    return run_summary(args, plan.base, plan.all_commits, plan.boards, header=header)
 
 
 def _reports(args: argparse.Namespace, plan: object) -> None:
     if not (args.report or args.junit or args.html):
         return
     from buildfleet.plan import RunPlan
-    from buildfleet.results.summary import write_reports
+    from buildfleet.results.reports import write_reports
 
     assert isinstance(plan, RunPlan)
-    write_reports(args, plan.base, plan.commits, plan.boards)
+    write_reports(args, plan.base, plan.all_commits, plan.boards)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,8 @@ def _add_build(p: argparse.ArgumentParser) -> None:
                    help="full path in CROSS_COMPILE, PATH left alone")
     g.add_argument("--process-limit", type=int, default=0,
                    help="wait until fewer than N buildfleet runs are active")
-    g.add_argument("-n", "--dry-run", action="store_true", help="say what would be built, build nothing")
+    g.add_argument("-n", "--dry-run", action="store_true",
+                   help="say what would be built, build nothing")
     g.add_argument("--demo", nargs="?", const="", default=None, metavar="DIR",
                    help="generate the demo tree (in DIR, default a temporary directory) and "
                    "build its 'demo' branch")
@@ -156,6 +157,8 @@ def _add_dist(p: argparse.ArgumentParser) -> None:
                    help="run 'PATH --worker' on machines instead of shipping this tool")
     g.add_argument("--kill-workers", action="store_true",
                    help="stop this user's workers on every machine and exit")
+    g.add_argument("--no-hedge", action="store_true",
+                   help="never start a second copy of a straggling board on an idle executor")
     g.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     g.add_argument("--work-dir", help=argparse.SUPPRESS)
 

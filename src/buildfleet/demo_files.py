@@ -98,8 +98,7 @@ CFLAGS := -Wall -Os -g -std=gnu11 -ffreestanding -fno-builtin -fno-stack-protect
     -fno-pie -fno-common -Iinclude -I$(obj)/include \
     -include $(obj)/include/generated/autoconf.h \
     $(ARCH_CFLAGS-$(ARCH)) $(LTO_CFLAGS) $(KCFLAGS)
-LDFLAGS := -nostdlib -static -no-pie -Wl,-e,_start -Wl,--build-id=none \
-    -Wl,--no-warn-rwx-segments $(LTO_CFLAGS)
+LDFLAGS := -nostdlib -static -no-pie -Wl,-e,_start -Wl,--build-id=none $(LTO_CFLAGS)
 
 OBJS-y := common/main.o common/version.o drivers/serial.o $(BOARDDIR)/board.o
 OBJS-$(CONFIG_DEMO_TABLE) += drivers/demo_table.o
@@ -119,20 +118,30 @@ cfg: $(obj)/u-boot.cfg $(if $(CONFIG_SPL),$(obj)/spl/u-boot-spl.cfg)
 > @:
 
 AUTOCONF := $(obj)/include/generated/autoconf.h
+FLAGS_FILE := $(obj)/include/generated/flags
+
+# Rewrite $@ from $@.tmp only when it changed, so dependants rebuild only then.
+update_if_changed = if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+
+# Objects depend on the flags they were built with, as kbuild's .cmd files do.
+$(FLAGS_FILE): FORCE
+> $(Q)mkdir -p $(dir $@)
+> $(Q)printf '%s\n' 'CC=$(CC)' 'CFLAGS=$(CFLAGS)' 'HOSTCFLAGS=$(HOSTCFLAGS)' > $@.tmp
+> $(Q)$(update_if_changed)
 
 $(obj)/include/generated/timestamp.h: FORCE
 > $(Q)mkdir -p $(dir $@)
 > $(Q)printf '#define U_BOOT_DATE "%s"\n#define U_BOOT_VERSION_STRING "U-Boot %s (%s)"\n' \
     '$(BUILD_DATE)' '$(VERSION)' '$(BUILD_DATE)' > $@.tmp
-> $(Q)if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
+> $(Q)$(update_if_changed)
 
 $(obj)/common/version.o: $(obj)/include/generated/timestamp.h
 
-$(obj)/spl/%.o: %.c $(AUTOCONF)
+$(obj)/spl/%.o: %.c $(AUTOCONF) $(FLAGS_FILE)
 > $(Q)mkdir -p $(dir $@)
 > $(Q)$(CC) $(CFLAGS) -DCONFIG_SPL_BUILD -MD -MP -MF $(@:.o=.d) -c -o $@ $<
 
-$(obj)/%.o: %.c $(AUTOCONF)
+$(obj)/%.o: %.c $(AUTOCONF) $(FLAGS_FILE)
 > $(Q)mkdir -p $(dir $@)
 > $(Q)$(CC) $(CFLAGS) -MD -MP -MF $(@:.o=.d) -c -o $@ $<
 
@@ -141,7 +150,7 @@ $(obj)/%.o: %.c $(AUTOCONF)
 $(ENV_OBJ): $(obj)/env/common.o
 > $(Q)$(LD) -r -o $@ $^
 
-$(obj)/env/common.o: env/common.c $(AUTOCONF)
+$(obj)/env/common.o: env/common.c $(AUTOCONF) $(FLAGS_FILE)
 > $(Q)mkdir -p $(dir $@)
 > $(Q)$(CC) $(CFLAGS) -MD -MP -MF $(@:.o=.d) -c -o $@ $<
 
@@ -158,7 +167,7 @@ $(obj)/System.map: $(obj)/u-boot
 > $(Q)$(NM) -n $< | grep -v ' [aUw] ' > $@
 
 # A host tool, built with HOSTCC and HOSTCFLAGS like U-Boot's tools/.
-$(obj)/tools/envcrc: tools/envcrc.c
+$(obj)/tools/envcrc: tools/envcrc.c $(FLAGS_FILE)
 > $(Q)mkdir -p $(dir $@)
 > $(Q)$(HOSTCC) -Wall -O2 $(HOSTCFLAGS) -o $@ $<
 
@@ -170,11 +179,12 @@ $(obj)/u-boot.env.crc: $(ENV_OBJ) $(obj)/tools/envcrc $(obj)/u-boot
 CFG_HEADERS := $(AUTOCONF) $(wildcard include/configs/$(CONFIG_NAME).h)
 
 $(obj)/u-boot.cfg: $(CFG_HEADERS)
-> $(Q)cat $^ | grep '^#define' | sort > $@
+> $(Q)cat $^ | grep '^#define' | grep -v '^#define __' | sort > $@
 
 $(obj)/spl/u-boot-spl.cfg: $(CFG_HEADERS)
 > $(Q)mkdir -p $(dir $@)
-> $(Q){ cat $^; echo '#define CONFIG_SPL_BUILD 1'; } | grep '^#define' | sort > $@
+> $(Q){ cat $^; echo '#define CONFIG_SPL_BUILD 1'; } | grep '^#define' | grep -v '^#define __' \
+    | sort > $@
 
 -include $(shell find $(obj) -name '*.d' 2>/dev/null)
 endif

@@ -17,8 +17,9 @@ from typing import Any, Protocol, TextIO
 
 from buildfleet.build.builder import Builder
 from buildfleet.build.workspace import prepare_slots
+from buildfleet.fleet.costs import CostModel, load_history
 from buildfleet.fleet.local import LOCAL, LocalExecutor
-from buildfleet.fleet.policy import FifoPolicy
+from buildfleet.fleet.policy import CostAwarePolicy, make_jobs
 from buildfleet.fleet.pool import JobPool
 from buildfleet.fleet.sink import ResultSink
 from buildfleet.model import Board, BuildResult
@@ -54,19 +55,20 @@ class RunContext:
     args: argparse.Namespace
     closers: list[Callable[[], None]] = field(default_factory=list)
     remote_executors: list[Any] = field(default_factory=list)
+    costs: CostModel | None = None
 
 
 RemoteStarter = Callable[[RunContext], list[Executor]]
 
 
-def local_make_jobs(plan: RunPlan) -> Callable[[int], int]:
+def local_make_jobs(plan: RunPlan, nslots: int) -> Callable[[int], int]:
     """make -j for a local board: fixed with -j, else rising as slots go idle."""
     cpus = cpu_count()
 
     def jobs(active: int) -> int:
         if plan.jobs_fixed:
             return plan.jobs
-        return max(plan.jobs, cpus // max(1, active))
+        return max(plan.jobs, make_jobs(cpus, nslots, active))
 
     return jobs
 
@@ -94,7 +96,8 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     counts.total = counts.previously + plan.results_to_build
     show_progress = not args.ide
     progress = Progress(counts, out, enabled=show_progress)
-    policy = FifoPolicy()
+    costs = load_history(plan.base.parent, plan.boards)
+    policy = CostAwarePolicy(costs, hedging=not args.no_hedge)
     pool = JobPool(policy, list(plan.todo))
     writer = ResultWriter(plan.base, plan.commits)
     verbose = args.verbose or plan.current_source
@@ -102,7 +105,7 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
                   if verbose else None)
     sink = ResultSink(pool, writer, counts, progress, on_written=on_written)
     stop = threading.Event()
-    ctx = RunContext(plan, pool, sink, stop, progress.message, args)
+    ctx = RunContext(plan, pool, sink, stop, progress.message, args, costs=costs)
     executors: list[Executor] = []
     start = time.monotonic()
     exit_code = 0
@@ -117,9 +120,11 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
             def local_can_build(board: Board) -> bool:
                 return board.arch in toolchains.archs() or _selectable(toolchains, board.arch)
 
-            pool.register(LOCAL, nslots, local_can_build)
-            executors.append(LocalExecutor(pool, builder, slots, sink, local_make_jobs(plan),
-                                           stop, progress.message, debug=args.debug))
+            local = LocalExecutor(pool, builder, slots, sink, local_make_jobs(plan, nslots),
+                                  stop, progress.message, debug=args.debug)
+            pool.register(LOCAL, nslots, local_can_build, cancel=local.cancel,
+                          speed=costs.speed("") if not costs.empty else None)
+            executors.append(local)
         progress.update()
         for ex in executors:
             ex.start()
@@ -161,6 +166,11 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
             print(f"  local: {local_results} results", file=out)
         for ex in ctx.remote_executors:
             print(ex.closing_line(), file=out)
+    if plan.todo:
+        print(policy.stats.summary_line(), file=out)
+        if args.verbose or ctx.remote_executors:
+            for line in policy.stats.machine_lines():
+                print(line, file=out)
     if sink.discarded:
         print(f"Discarded {sink.discarded} late or duplicate results", file=out)
     if exceptions:

@@ -123,11 +123,12 @@ class RemoteExecutor:
             def can_build(board: Board) -> bool:
                 return board.arch in archs or any(a in archs for a in aliases.get(board.arch, []))
 
-            pool.register(self.name, max_boards, can_build)
             self.dispatcher = RemoteDispatcher(
                 self.name, session, max_boards, [c.sequence for c in self.ctx.plan.commits],
                 self._take, self._accept, lambda t: pool.finished(self.name, t),
                 self.ctx.stop, self.ctx.log)
+            pool.register(self.name, max_boards, can_build, cancel=self.dispatcher.cancel,
+                          speed=self.ctx.costs.speed(self.name) if self.ctx.costs else None)
             self.dispatcher.run()
             self.dispatcher.close_busy()
             if not self.ctx.stop.is_set():

@@ -93,6 +93,7 @@ def run_kill_workers(args: Any, settings: Settings, *, out: TextIO | None = None
     with SshSession.create() as session, ThreadPoolExecutor(
             max_workers=min(32, len(machines))) as pool:
         answers = list(pool.map(lambda m: kill_on(m, session), machines))
-    for machine, answer in sorted(zip(machines, answers, strict=True), key=lambda p: p[0].name):
+    pairs = sorted(zip(machines, answers, strict=True), key=lambda p: p[0].name.lower())
+    for machine, answer in pairs:
         print(f"  {machine.name}: {answer}", file=stdout)
     return 0

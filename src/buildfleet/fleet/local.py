@@ -35,13 +35,29 @@ class LocalExecutor:
         self.exceptions = 0
         self._active = 0
         self._lock = threading.Lock()
+        self._job_stops: dict[str, threading.Event] = {}
         self._threads: list[threading.Thread] = []
 
     def active(self) -> int:
         with self._lock:
             return self._active
 
+    def cancel(self, target: str) -> None:
+        """Another executor finished ``target`` first: stop our copy."""
+        with self._lock:
+            event = self._job_stops.get(target)
+        if event is not None:
+            event.set()
+
+    def _watch_stop(self) -> None:
+        self.stop.wait()
+        with self._lock:
+            events = list(self._job_stops.values())
+        for event in events:
+            event.set()
+
     def start(self) -> None:
+        threading.Thread(target=self._watch_stop, daemon=True, name="local-stop").start()
         for slot in self.slots:
             t = threading.Thread(target=self._run_slot, args=(slot,), daemon=True,
                                  name=f"slot-{slot.index:02d}")
@@ -59,15 +75,21 @@ class LocalExecutor:
             if job is None:
                 return
             target = job.board.target
+            job_stop = threading.Event()
             with self._lock:
                 self._active += 1
+                self._job_stops[target] = job_stop
+            if self.stop.is_set():
+                job_stop.set()
             try:
                 self.builder.build(job, slot, lambda: self.make_jobs(self.active()),
-                                   lambda r: self.sink.accept(LOCAL, r), self.stop)
+                                   lambda r: self.sink.accept(LOCAL, r), job_stop)
                 self.pool.finished(LOCAL, target)
             except BuildInterrupted:
-                self.pool.failed(LOCAL, target, "interrupted")
-                return
+                if self.stop.is_set():
+                    self.pool.failed(LOCAL, target, "interrupted")
+                    return
+                # cancelled: another executor's copy of this board won
             except Exception as exc:  # noqa: BLE001 - a slot must survive any board
                 with self._lock:
                     self.exceptions += 1
@@ -78,3 +100,4 @@ class LocalExecutor:
             finally:
                 with self._lock:
                     self._active -= 1
+                    self._job_stops.pop(target, None)

@@ -12,8 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from buildfleet.fleet.policy import FifoPolicy
+from buildfleet.fleet.policy import CostAwarePolicy, FifoPolicy
 from buildfleet.model import Board, BuildJob
+
+CancelHook = Callable[[str], None]
 
 
 class JobPool:
@@ -23,20 +25,31 @@ class JobPool:
         self.clock = clock
         self._cond = threading.Condition()
         self._closed = False
+        self._cancel_hooks: dict[str, CancelHook] = {}
         policy.add_jobs(jobs)
 
     def register(self, name: str, slots: int, can_build: Callable[[Board], bool],
-                 **extra: float) -> None:
+                 cancel: CancelHook | None = None, speed: float | None = None) -> None:
+        """Add an executor; ``cancel(target)`` stops its copy of a board another won."""
         with self._cond:
-            self.policy.add_executor(name, slots, can_build, **extra)
+            self.policy.add_executor(name, slots, can_build, speed=speed, now=self.clock())
+            if cancel is not None:
+                self._cancel_hooks[name] = cancel
             self._cond.notify_all()
+
+    def _next(self, name: str) -> BuildJob | None:
+        now = self.clock()
+        job = self.policy.take(name, now)
+        if job is None and isinstance(self.policy, CostAwarePolicy):
+            job = self.policy.hedge(name, now)
+        return job
 
     def take(self, name: str, timeout: float | None = None) -> BuildJob | None:
         """The next job for ``name``; None when it will get no more (or on close)."""
         deadline = None if timeout is None else self.clock() + timeout
         with self._cond:
             while not self._closed:
-                job = self.policy.take(name, self.clock())
+                job = self._next(name)
                 if job is not None:
                     return job
                 if not self.policy.has_work_for(name):
@@ -51,14 +64,20 @@ class JobPool:
         with self._cond:
             if self._closed:
                 return None
-            return self.policy.take(name, self.clock())
+            return self._next(name)
 
     def finished(self, name: str, target: str) -> bool:
         """``name`` delivered all of ``target``; False if its copy no longer counts."""
         with self._cond:
             ok = self.policy.finished(name, target, self.clock())
+            losers = self.policy.losers(target) if ok and isinstance(
+                self.policy, CostAwarePolicy) else []
+            hooks = [self._cancel_hooks.get(loser) for loser in losers]
             self._cond.notify_all()
-            return ok
+        for hook in hooks:
+            if hook is not None:
+                hook(target)
+        return ok
 
     def owns(self, name: str, target: str) -> bool:
         with self._cond:
@@ -68,7 +87,7 @@ class JobPool:
 
     def failed(self, name: str, target: str, reason: str) -> None:
         with self._cond:
-            self.policy.failed(name, target, reason)
+            self.policy.failed(name, target, reason, now=self.clock())
             self._cond.notify_all()
 
     def remove_executor(self, name: str, failed: bool = False) -> list[BuildJob]:
@@ -76,7 +95,8 @@ class JobPool:
         with self._cond:
             if failed:
                 self.policy.executor_failed(name)
-            back = self.policy.remove_executor(name)
+            back = self.policy.remove_executor(name, now=self.clock())
+            self._cancel_hooks.pop(name, None)
             self._cond.notify_all()
             return back
 

@@ -94,6 +94,23 @@ class RemoteDispatcher:
         self.in_flight: dict[str, set[int]] = {}
         self.stats = RemoteStats()
         self._busy_since: float | None = None
+        self._cancel_lock = threading.Lock()
+        self._cancelled: set[str] = set()
+
+    def cancel(self, target: str) -> None:
+        """Another executor won ``target``: ask the worker to drop its copy."""
+        with self._cancel_lock:
+            self._cancelled.add(target)
+        try:
+            self.session.channel.send({"cmd": "cancel_board", "board": target})
+        except ChannelError:
+            pass
+
+    def _drop_cancelled(self) -> None:
+        with self._cancel_lock:
+            cancelled = set(self._cancelled)
+        for target in cancelled:
+            self.in_flight.pop(target, None)
 
     def run(self) -> None:
         """Dispatch until the pool has nothing more for this worker."""
@@ -110,6 +127,7 @@ class RemoteDispatcher:
             self._handle(msg)
 
     def _refill(self) -> None:
+        self._drop_cancelled()
         while len(self.in_flight) < self.max_boards and not self.stop.is_set():
             job = self.take(not self.in_flight)
             if job is None:
@@ -142,6 +160,9 @@ class RemoteDispatcher:
         if not 0 <= index < len(self.sequences):
             raise WorkerLost(f"build_result for unknown commit index {index}")
         result.sequence = self.sequences[index]
+        with self._cancel_lock:
+            if result.target in self._cancelled:
+                return  # a copy that lost the race: its results no longer count
         waiting = self.in_flight.get(result.target)
         if waiting is None or result.sequence not in waiting:
             raise WorkerLost(f"build_result for {result.target} that was not asked for")

@@ -50,6 +50,7 @@ from buildfleet.fleet.workdir import WorkDir, WorkDirError, setup_work_dir
 from buildfleet.fleet.workertools import (
     CommandError,
     check_commits,
+    ensure_head,
     load_toolchains,
     parse_flags,
 )
@@ -199,11 +200,13 @@ class Worker:
                 raise CommandError("cannot change the work directory while building")
         path = Path(os.path.expanduser(wanted)).absolute() if wanted else None
         if self.work is None or path is None or self.work.path != path:
+            # Take the new directory before giving up the old one: a refused
+            # setup leaves the worker as it was.
+            new = setup_work_dir(wanted)
             if self.work is not None:
                 self.work.release()
-                self.work = None
-                self.slots = []
-            self.work = setup_work_dir(wanted)
+            self.work = new
+            self._start_slots([])
         self.dlog(f"setup: {self.work.path}")
         self.out.send({"resp": "setup_done", "work_dir": str(self.work.path),
                        "git_dir": str(self.work.git_dir)})
@@ -236,6 +239,7 @@ class Worker:
         current = all(h is None for h in hashes)
         if not current:
             check_commits(self.work.git_dir, hashes)
+            ensure_head(self.work.git_dir, str(hashes[0]))
         if self.builder is None:
             self._configure(BuildFlags(), {})
         self.commits = [Commit(i, h) for i, h in enumerate(hashes)]

@@ -85,3 +85,23 @@ def check_commits(git_dir: Path, hashes: Sequence[str | None]) -> None:
     if missing:
         raise CommandError(f"build_prepare: {len(missing)} commit(s) not in {git_dir} "
                            f"(push first), e.g. {missing[0]}")
+
+
+def ensure_head(git_dir: Path, commit: str) -> None:
+    """Give a fresh repository a HEAD (detached at ``commit``) so worktrees can be added.
+
+    ``git init`` leaves HEAD on an unborn branch and pushes go to
+    ``refs/heads/work``; detaching HEAD (rather than pointing it at ``work``)
+    keeps later pushes from trying to update a checkout nobody uses.
+    """
+    probe = subprocess.run(["git", "--git-dir", str(git_dir), "rev-parse", "-q", "--verify",
+                            "HEAD^{commit}"], capture_output=True, text=True,
+                           timeout=GIT_CHECK_TIMEOUT)
+    if probe.returncode == 0:
+        return
+    proc = subprocess.run(["git", "--git-dir", str(git_dir), "update-ref", "--no-deref",
+                           "HEAD", commit], capture_output=True, text=True,
+                          timeout=GIT_CHECK_TIMEOUT)
+    if proc.returncode != 0:
+        raise CommandError(f"build_prepare: cannot set HEAD in {git_dir}: "
+                           f"{proc.stderr.strip()}")

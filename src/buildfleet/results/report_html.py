@@ -87,6 +87,8 @@ def size_plot(points: list[tuple[int, int | None]], n_commits: int, width: int =
 
     def xy(i: int, v: int) -> tuple[float, float]:
         x = pad + (width - 2 * pad) * (i / max(1, n_commits - 1))
+        if hi == lo:
+            return round(x, 1), height / 2
         y = height - pad - (height - 2 * pad) * ((v - lo) / span)
         return round(x, 1), round(y, 1)
 

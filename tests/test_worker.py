@@ -1,0 +1,370 @@
+"""``buildfleet --worker`` driven through a Channel, as the boss drives it.
+
+Everything is real: the worker subprocess, ``git push`` into its work
+directory, make and gcc. The demo tree's session is checked against a local
+build of the same boards by the Builder itself; a slow tree (make running a
+compiler loop and a sleep) checks that every process dies with the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ci_skip import require
+
+from buildfleet.fleet.channel import Channel, ChannelClosed
+from buildfleet.fleet.protocol import HEARTBEAT_INTERVAL
+from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult, Commit
+
+WORKER = [sys.executable, "-m", "buildfleet", "--worker"]
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True, timeout=60).stdout
+
+
+def start_worker(home: Path, *extra: str, errs: list[str] | None = None) -> Channel:
+    env = {**os.environ, "HOME": str(home)}
+    ch = Channel([*WORKER, *extra], env=env, cwd=home, name="worker",
+                 on_stderr=errs.append if errs is not None else None)
+    ready = ch.recv(30)
+    assert ready["resp"] == "ready", ready
+    return ch
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+def recv_until(ch: Channel, want: str, timeout: float = 60,
+               seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = ch.recv(max(0.1, deadline - time.monotonic()))
+        if seen is not None:
+            seen.append(msg)
+        assert msg["resp"] != "error", msg
+        if msg["resp"] == want:
+            return msg
+
+
+def setup_and_push(ch: Channel, repo: Path, ref: str, work: Path) -> dict[str, Any]:
+    ch.send({"cmd": "setup", "work_dir": str(work)})
+    done = ch.recv(30)
+    assert done == {"resp": "setup_done", "work_dir": str(work), "git_dir": str(work / ".git")}
+    git("push", "-q", "--force", f"{work}/.git", f"{ref}:refs/heads/work", cwd=repo)
+    return done
+
+
+# -- process table ----------------------------------------------------------------------
+def table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, pgid, comm) of live processes."""
+    out: dict[int, tuple[int, int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rfind(")")]
+        fields = stat[stat.rfind(")") + 2:].split()
+        if fields[0] in "ZX":
+            continue
+        out[int(entry.name)] = (int(fields[1]), int(fields[2]), comm)
+    return out
+
+
+def descendants(root: int) -> dict[int, tuple[int, int, str]]:
+    tab = table()
+    found: dict[int, tuple[int, int, str]] = {}
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        for pid, row in tab.items():
+            if row[0] == parent and pid not in found:
+                found[pid] = row
+                todo.append(pid)
+    return found
+
+
+def survivors(pids: set[int], groups: set[int]) -> list[str]:
+    return [f"{pid} {comm}" for pid, (_pp, pg, comm) in table().items()
+            if pid in pids or pg in groups]
+
+
+# -- locks ------------------------------------------------------------------------------
+def test_live_lock_is_refused_and_released_on_quit(home: Path, tmp_path: Path) -> None:
+    work = tmp_path / "wd"
+    first = start_worker(home)
+    second = start_worker(home)
+    try:
+        first.send({"cmd": "setup", "work_dir": str(work)})
+        assert first.recv(30)["resp"] == "setup_done"
+        assert (work / ".lock").read_text() == f"{first.pid} {socket.gethostname()}\n"
+        assert git("config", "receive.denyCurrentBranch", cwd=work).strip() == "updateInstead"
+        second.send({"cmd": "setup", "work_dir": str(work)})
+        assert second.recv(30) == {"resp": "error", "msg": f"work directory {work} is in use "
+                                                           f"by pid {first.pid}"}
+        first.send({"cmd": "setup", "work_dir": str(work)})  # again: same answer
+        assert first.recv(30)["resp"] == "setup_done"
+        first.send({"cmd": "quit"})
+        assert first.recv(30) == {"resp": "quit_ack"}
+        assert first.close() == 0
+        assert not (work / ".lock").exists()
+        second.send({"cmd": "setup", "work_dir": str(work)})
+        assert second.recv(30)["resp"] == "setup_done"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_stale_locks_are_replaced_foreign_ones_refused(home: Path, tmp_path: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    ch = start_worker(home)
+    try:
+        # a dead pid, then a live process that is no worker: both stale
+        for holder in (gone.pid, os.getpid()):
+            work = tmp_path / f"wd{holder}"
+            work.mkdir()
+            (work / ".lock").write_text(f"{holder} {host}\n")
+            ch.send({"cmd": "setup", "work_dir": str(work)})
+            assert ch.recv(30)["resp"] == "setup_done"
+            assert (work / ".lock").read_text() == f"{ch.pid} {host}\n"
+        other = tmp_path / "foreign"
+        other.mkdir()
+        (other / ".lock").write_text("4242 elsewhere.example\n")
+        ch.send({"cmd": "setup", "work_dir": str(other)})
+        reply = ch.recv(30)
+        assert reply["resp"] == "error"
+        assert reply["msg"].startswith(f"work directory {other} is locked by pid 4242 on "
+                                       "elsewhere.example")
+        # the refused setup left the first directory set up and locked
+        assert (work / ".lock").read_text() == f"{ch.pid} {host}\n"
+    finally:
+        ch.close()
+
+
+def test_work_dir_option_and_tilde(home: Path) -> None:
+    ch = start_worker(home, "--work-dir", "~/dev/.bm-worker")
+    try:
+        lock = home / "dev" / ".bm-worker" / ".lock"
+        assert lock.read_text().split()[0] == str(ch.pid)
+        ch.send({"cmd": "setup", "work_dir": "~/dev/.bm-worker"})
+        assert ch.recv(30) == {"resp": "setup_done", "work_dir": str(home / "dev/.bm-worker"),
+                               "git_dir": str(home / "dev/.bm-worker/.git")}
+        busy = Channel([*WORKER, "--work-dir", "~/dev/.bm-worker"], cwd=home,
+                       env={**os.environ, "HOME": str(home)})
+        try:
+            first = busy.recv(30)
+            assert first["resp"] == "error" and f"in use by pid {ch.pid}" in first["msg"]
+            with pytest.raises(ChannelClosed):
+                busy.recv(30)
+            assert busy.close() == 1
+        finally:
+            busy.close()
+    finally:
+        ch.close()
+    assert not lock.exists()
+
+
+# -- a slow tree: kill paths ----------------------------------------------------------------
+SLOW_MAKEFILE = (
+    "O ?= .\n"
+    ".DEFAULT_GOAL := all\n"
+    "%_defconfig:\n"
+    "\tmkdir -p $(O) && echo CONFIG_SLOW=y > $(O)/.config\n"
+    "all:\n"
+    "\tsh -c 'while :; do $(CROSS_COMPILE)gcc -O2 -c -o $(O)/slow.o slow.c; done' & "
+    "sleep 300; wait\n"
+)
+
+
+@pytest.fixture
+def slow_repo(tmp_path: Path) -> tuple[Path, str]:
+    require(subprocess.run(["which", "gcc"], capture_output=True).returncode == 0,
+            "gcc is not installed")
+    repo = tmp_path / "slow"
+    repo.mkdir()
+    (repo / "Makefile").write_text(SLOW_MAKEFILE)
+    (repo / "slow.c").write_text("int slow(int x) { return x * 3; }\n")
+    (repo / "configs").mkdir()
+    (repo / "configs" / "slow_defconfig").write_text("CONFIG_SLOW=y\n")
+    git("init", "-q", "-b", "main", cwd=repo)
+    git("add", ".", cwd=repo)
+    git("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "-m", "slow", cwd=repo)
+    return repo, git("rev-parse", "HEAD", cwd=repo).strip()
+
+
+def start_slow_build(home: Path, tmp_path: Path, slow_repo: tuple[Path, str],
+                     boards: tuple[str, ...] = ("slow",)) -> tuple[Channel, list[str]]:
+    repo, head = slow_repo
+    errs: list[str] = []
+    ch = start_worker(home, "-D", errs=errs)
+    setup_and_push(ch, repo, "main", tmp_path / "wd")
+    ch.send({"cmd": "configure", "settings": {}})
+    assert "sandbox" in recv_until(ch, "configure_done")["toolchains"]
+    ch.send({"cmd": "build_prepare", "commits": [head], "max_boards": 2})
+    recv_until(ch, "build_prepare_done")
+    for board in boards:
+        ch.send({"cmd": "build_board", "board": board, "arch": "sandbox"})
+    return ch, errs
+
+
+def wait_for_compilers(pid: int, timeout: float = 30) -> dict[int, tuple[int, int, str]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        below = descendants(pid)
+        comms = {row[2] for row in below.values()}
+        if "make" in comms and "sleep" in comms:
+            return below
+        time.sleep(0.1)
+    raise AssertionError(f"no make/sleep below the worker: {descendants(pid)}")
+
+
+def test_stdin_eof_mid_build_leaves_no_process(home: Path, tmp_path: Path,
+                                               slow_repo: tuple[Path, str]) -> None:
+    ch, errs = start_slow_build(home, tmp_path, slow_repo)
+    try:
+        assert ch.recv(30) == {"resp": "heartbeat", "board": "slow", "thread": 0}
+        below = wait_for_compilers(ch.pid)
+        # a compiler shows up too, now and then
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+                row[2] in ("gcc", "cc1") for row in below.values()):
+            below.update(descendants(ch.pid))
+        assert any(row[2] in ("gcc", "cc1") for row in below.values()), below
+        pids = set(below)
+        groups = {row[1] for row in below.values()}
+        t0 = time.monotonic()
+        status = ch.close(grace=10)  # closes stdin first; the worker must go by itself
+        assert status == 0, (status, errs)
+        assert time.monotonic() - t0 < 10
+        assert survivors(pids, groups) == []
+        assert "W: stdin closed, killing group" in errs
+        assert not (tmp_path / "wd" / ".lock").exists()
+    finally:
+        ch.close()
+
+
+def test_sigterm_mid_build_and_periodic_heartbeats(home: Path, tmp_path: Path,
+                                                   slow_repo: tuple[Path, str]) -> None:
+    ch, errs = start_slow_build(home, tmp_path, slow_repo)
+    try:
+        beats = [ch.recv(30)]
+        t0 = time.monotonic()
+        beats.append(ch.recv(HEARTBEAT_INTERVAL + 5))
+        assert time.monotonic() - t0 >= HEARTBEAT_INTERVAL - 1
+        assert beats == [{"resp": "heartbeat", "board": "slow", "thread": 0}] * 2
+        below = wait_for_compilers(ch.pid)
+        pids = set(below)
+        groups = {row[1] for row in below.values()}
+        os.kill(ch.pid, signal.SIGTERM)
+        with pytest.raises(ChannelClosed):
+            ch.recv(15)
+        deadline = time.monotonic() + 10
+        while ch.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ch.returncode == 1, errs
+        assert survivors(pids, groups) == []
+        assert not (tmp_path / "wd" / ".lock").exists()
+    finally:
+        ch.close()
+
+
+def test_cancel_board_stops_its_make_and_quit_kills_the_rest(
+        home: Path, tmp_path: Path, slow_repo: tuple[Path, str]) -> None:
+    # "slow" and "slow2" run side by side; cancel one, keep the other; quit.
+    repo, _head = slow_repo
+    (repo / "configs" / "slow2_defconfig").write_text("CONFIG_SLOW=y\n")
+    git("add", ".", cwd=repo)
+    git("-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "-m", "two", cwd=repo)
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    ch, errs = start_slow_build(home, tmp_path, (repo, head), boards=("slow", "slow2", "slow3"))
+    try:
+        started = set()
+        while len(started) < 2:
+            msg = ch.recv(30)
+            assert msg["resp"] == "heartbeat", msg
+            started.add(msg["board"])
+        assert started == {"slow", "slow2"}
+        wait_for_compilers(ch.pid)
+        time.sleep(0.5)
+        before = descendants(ch.pid)
+        ch.send({"cmd": "cancel_board", "board": "slow3"})
+        assert recv_until(ch, "board_cancelled") == {"resp": "board_cancelled",
+                                                     "board": "slow3", "state": "queued"}
+        ch.send({"cmd": "cancel_board", "board": "slow"})
+        assert recv_until(ch, "board_cancelled") == {"resp": "board_cancelled",
+                                                     "board": "slow", "state": "building"}
+        # The cancelled board's processes go; the other board keeps building.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            left = [row for row in descendants(ch.pid).values() if row[2] == "make"]
+            if len(left) == 1:
+                break
+            time.sleep(0.1)
+        assert len(left) == 1, left
+        assert "W: cancel slow (building)" in errs
+        ch.send({"cmd": "quit"})
+        replies = []
+        while True:  # heartbeats of slow2 may come first; never a result of slow
+            msg = ch.recv(30)
+            replies.append(msg)
+            if msg["resp"] == "quit_ack":
+                break
+            assert msg == {"resp": "heartbeat", "board": "slow2", "thread": 1}
+        assert ch.close(grace=10) == 0
+        assert survivors(set(before), {row[1] for row in before.values()}) == []
+    finally:
+        ch.close()
+
+
+# -- the demo tree: a whole session against a local build ----------------------------------
+@pytest.fixture(scope="module")
+def demo_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    try:
+        from buildfleet.demo import make_demo_tree
+    except ImportError as exc:
+        require(False, f"buildfleet.demo is not available yet: {exc}")
+        raise
+    path = tmp_path_factory.mktemp("demo") / "u-boot"
+    make_demo_tree(path)
+    yield path
+
+
+def _stable_files(result: BuildResult) -> dict[str, bytes]:
+    """The files that do not name the build directory (which differs by design)."""
+    return {k: v for k, v in result.files.items() if k not in ("out-env", "out-cmd")}
+
+
+def local_build(repo: Path, work: Path, jobs: list[BuildJob]) -> dict[tuple[str, int],
+                                                                       BuildResult]:
+    from buildfleet.build.builder import Builder, prepare_slots
+    from buildfleet.settings import Settings
+    from buildfleet.toolchains import scan_toolchains
+
+    tcs = scan_toolchains(Settings(path=work / "none"))
+    slot = prepare_slots(repo / ".git", repo, work, 1)[0]
+    out: dict[tuple[str, int], BuildResult] = {}
+    builder = Builder(BuildFlags(), tcs)
+    for job in jobs:
+        builder.build(job, slot, lambda: 2, lambda r: out.__setitem__((r.target, r.sequence), r),
+                      threading.Event())
+    return out
