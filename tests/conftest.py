@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from ci_skip import require
 from sshd_harness import SshdHarness, harness_unavailable_reason
 

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sshd_harness import SshdHarness
 
 from buildfleet import PROTOCOL_VERSION, __version__
 from buildfleet.fleet import ssh as sshmod
@@ -31,6 +30,7 @@ from buildfleet.fleet.ssh import (
     ssh_program,
 )
 from buildfleet.settings import MachineConfig
+from sshd_harness import SshdHarness
 
 
 def _machine(h: SshdHarness, index: int) -> MachineConfig:

@@ -9,6 +9,7 @@ compiler loop and a sleep) checks that every process dies with the worker.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ci_skip import require
 
 from buildfleet.fleet.channel import Channel, ChannelClosed
 from buildfleet.fleet.protocol import HEARTBEAT_INTERVAL
-from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult, Commit
+from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult
+from ci_skip import require
 
 WORKER = [sys.executable, "-m", "buildfleet", "--worker"]
 
@@ -242,7 +243,9 @@ def test_stdin_eof_mid_build_leaves_no_process(home: Path, tmp_path: Path,
                                                slow_repo: tuple[Path, str]) -> None:
     ch, errs = start_slow_build(home, tmp_path, slow_repo)
     try:
-        assert ch.recv(30) == {"resp": "heartbeat", "board": "slow", "thread": 0}
+        beat = ch.recv(30)
+        assert beat["resp"] == "heartbeat" and beat["board"] == "slow", beat
+        assert beat["thread"] in (0, 1)
         below = wait_for_compilers(ch.pid)
         # a compiler shows up too, now and then
         deadline = time.monotonic() + 20
@@ -271,7 +274,8 @@ def test_sigterm_mid_build_and_periodic_heartbeats(home: Path, tmp_path: Path,
         t0 = time.monotonic()
         beats.append(ch.recv(HEARTBEAT_INTERVAL + 5))
         assert time.monotonic() - t0 >= HEARTBEAT_INTERVAL - 1
-        assert beats == [{"resp": "heartbeat", "board": "slow", "thread": 0}] * 2
+        assert beats[0] == beats[1] == {"resp": "heartbeat", "board": "slow",
+                                        "thread": beats[0]["thread"]}
         below = wait_for_compilers(ch.pid)
         pids = set(below)
         groups = {row[1] for row in below.values()}
@@ -298,12 +302,13 @@ def test_cancel_board_stops_its_make_and_quit_kills_the_rest(
     head = git("rev-parse", "HEAD", cwd=repo).strip()
     ch, errs = start_slow_build(home, tmp_path, (repo, head), boards=("slow", "slow2", "slow3"))
     try:
-        started = set()
+        started: dict[str, int] = {}
         while len(started) < 2:
             msg = ch.recv(30)
             assert msg["resp"] == "heartbeat", msg
-            started.add(msg["board"])
-        assert started == {"slow", "slow2"}
+            started[msg["board"]] = msg["thread"]
+        assert set(started) == {"slow", "slow2"}
+        assert set(started.values()) == {0, 1}
         wait_for_compilers(ch.pid)
         time.sleep(0.5)
         before = descendants(ch.pid)
@@ -329,7 +334,7 @@ def test_cancel_board_stops_its_make_and_quit_kills_the_rest(
             replies.append(msg)
             if msg["resp"] == "quit_ack":
                 break
-            assert msg == {"resp": "heartbeat", "board": "slow2", "thread": 1}
+            assert msg == {"resp": "heartbeat", "board": "slow2", "thread": started["slow2"]}
         assert ch.close(grace=10) == 0
         assert survivors(set(before), {row[1] for row in before.values()}) == []
     finally:
@@ -338,33 +343,134 @@ def test_cancel_board_stops_its_make_and_quit_kills_the_rest(
 
 # -- the demo tree: a whole session against a local build ----------------------------------
 @pytest.fixture(scope="module")
-def demo_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def demo_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     try:
         from buildfleet.demo import make_demo_tree
     except ImportError as exc:
         require(False, f"buildfleet.demo is not available yet: {exc}")
         raise
-    path = tmp_path_factory.mktemp("demo") / "u-boot"
-    make_demo_tree(path)
-    yield path
+    yield make_demo_tree(tmp_path_factory.mktemp("demo") / "u-boot")
 
 
 def _stable_files(result: BuildResult) -> dict[str, bytes]:
-    """The files that do not name the build directory (which differs by design)."""
-    return {k: v for k, v in result.files.items() if k not in ("out-env", "out-cmd")}
+    """The files that do not depend on the build directory's path (which differs by design).
+
+    ``out-env``/``out-cmd`` name it; objdump's file offsets move with the length
+    of the debug info's directory strings.
+    """
+    return {k: v for k, v in result.files.items()
+            if k not in ("out-env", "out-cmd") and not k.endswith(".objdump")}
 
 
-def local_build(repo: Path, work: Path, jobs: list[BuildJob]) -> dict[tuple[str, int],
-                                                                       BuildResult]:
+def local_build(repo: Path, work: Path,
+                jobs: list[BuildJob]) -> dict[tuple[str, str | None], BuildResult]:
     from buildfleet.build.builder import Builder, prepare_slots
     from buildfleet.settings import Settings
     from buildfleet.toolchains import scan_toolchains
 
     tcs = scan_toolchains(Settings(path=work / "none"))
     slot = prepare_slots(repo / ".git", repo, work, 1)[0]
-    out: dict[tuple[str, int], BuildResult] = {}
+    out: dict[tuple[str, str | None], BuildResult] = {}
     builder = Builder(BuildFlags(), tcs)
     for job in jobs:
-        builder.build(job, slot, lambda: 2, lambda r: out.__setitem__((r.target, r.sequence), r),
-                      threading.Event())
+        hashes = {c.sequence: c.hash for c in job.commits}
+
+        def keep(r: BuildResult, hashes: dict[int, str | None] = hashes) -> None:
+            out[(r.target, hashes[r.sequence])] = r
+
+        builder.build(job, slot, lambda: 2, keep, threading.Event())
     return out
+
+
+def test_demo_session_matches_a_local_build(home: Path, tmp_path: Path, demo_tree: Any) -> None:
+    from buildfleet.gitutil import branch_commits
+
+    tree = demo_tree
+    for arch in ("arm", "riscv64"):
+        gcc = f"{tree.board('acme_arm1' if arch == 'arm' else 'initech_rv2').cross_compile}gcc"
+        require(shutil.which(gcc) is not None, f"{gcc} is not installed")
+    # The branch's commits with the upstream commit first, as -b builds them.
+    commits = branch_commits(tree.path, tree.branch)
+    assert [c.hash for c in commits[1:]] == tree.hashes
+    every = list(range(len(commits)))
+    wanted = {"sandbox": [0, 3], "acme_arm1": every, tree.broken_target: every}
+    jobs = []
+    for target, indices in wanted.items():
+        brd = tree.board(target)
+        jobs.append(BuildJob(Board(target=target, arch=brd.arch),
+                             tuple(commits[i] for i in indices)))
+
+    errs: list[str] = []
+    ch = start_worker(home, "-D", errs=errs)
+    seen: list[dict[str, Any]] = []
+    try:
+        setup_and_push(ch, tree.path, tree.branch, tmp_path / "wd")
+        ch.send({"cmd": "configure", "settings": BuildFlags().to_dict()})
+        configured = recv_until(ch, "configure_done")
+        assert {"sandbox", "arm", "riscv64"} <= set(configured["toolchains"])
+        ch.send({"cmd": "build_prepare", "commits": [c.hash for c in commits],
+                 "max_boards": 2})
+        prep = [ch.recv(60) for _ in range(4)]
+        assert prep == [{"resp": "build_started", "num_threads": 2},
+                        {"resp": "worktree_created", "thread": 0},
+                        {"resp": "worktree_created", "thread": 1},
+                        {"resp": "build_prepare_done"}]
+        for job in jobs:
+            brd = tree.board(job.board.target)
+            msg: dict[str, Any] = {"cmd": "build_board", "board": brd.target, "arch": brd.arch,
+                                   "vendor": brd.vendor, "cpu": brd.cpu}
+            if brd.target == "sandbox":
+                msg["commits"] = wanted["sandbox"]
+            ch.send(msg)
+        ch.send({"cmd": "build_done"})
+        done = recv_until(ch, "build_done", timeout=300, seen=seen)
+        assert done == {"resp": "build_done", "exceptions": 0}
+        ch.send({"cmd": "quit"})
+        assert ch.recv(30) == {"resp": "quit_ack"}
+        assert ch.close() == 0
+    finally:
+        ch.close()
+
+    # One heartbeat at each board's start, before any of its results.
+    remote: dict[tuple[str, str | None], BuildResult] = {}
+    started: set[str] = set()
+    for msg in seen:
+        if msg["resp"] == "heartbeat":
+            started.add(msg["board"])
+        elif msg["resp"] == "build_result":
+            assert msg["board"] in started, msg["board"]
+            result = BuildResult.from_wire(msg, host="w")
+            key = (result.target, commits[result.sequence].hash)
+            assert key not in remote
+            remote[key] = result
+    assert set(remote) == {(t, commits[i].hash) for t, idx in wanted.items() for i in idx}
+
+    # What the demo history promises.
+    broken, at = tree.broken_target, tree.hashes
+    assert remote[(broken, at[tree.broken_upto])].return_code != 0
+    assert tree.error_text in remote[(broken, at[tree.broken_upto])].stderr
+    assert remote[(broken, at[tree.fixed_upto])].return_code == 0
+    assert tree.warning_text in remote[("acme_arm1", at[tree.warning_upto])].stderr
+    assert tree.warning_text not in remote[("acme_arm1", commits[0].hash)].stderr
+    assert remote[("acme_arm1", at[tree.warning_upto])].return_code == 0
+    for key, result in remote.items():
+        if result.return_code == 0:
+            assert result.files["sizes"].strip(), key
+            sizes = result.files["sizes"].decode()
+            images = {line.split()[5] for line in sizes.splitlines()}
+            assert "u-boot" in images and images <= {"u-boot", "spl/u-boot-spl"}, sizes
+            assert str(tmp_path) not in sizes, (key, sizes)
+    assert "acme_arm1" in tree.growth_targets
+    assert (remote[("acme_arm1", commits[0].hash)].files["sizes"]
+            != remote[("acme_arm1", at[tree.growth_upto])].files["sizes"])
+    assert "W: start sandbox" in errs
+    assert any(e.startswith(f"W: done {broken} rc=") and e.endswith(" s") for e in errs), errs
+
+    # The same jobs through the Builder directly give the same results.
+    local = local_build(tree.path, tmp_path / "local", jobs)
+    assert set(local) == set(remote)
+    for key, result in remote.items():
+        mine = local[key]
+        assert (result.return_code, result.stderr, result.stdout) == (
+            mine.return_code, mine.stderr, mine.stdout), key
+        assert _stable_files(result) == _stable_files(mine), key

@@ -206,7 +206,7 @@ def _reports(args: argparse.Namespace, plan: object) -> None:
     from buildfleet.results.reports import write_reports
 
     assert isinstance(plan, RunPlan)
-    write_reports(args, plan.base, plan.all_commits, plan.boards)
+    write_reports(args, plan.base, plan.commits, plan.boards)
 
 
 if __name__ == "__main__":

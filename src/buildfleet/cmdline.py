@@ -197,5 +197,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.machines_fetch_arch:
         args.mach = True
     if args.bloat:
+        # -B alone would print nothing (bloat lives in the size section): imply -S too.
         args.detail = True
+        args.show_sizes = True
     return args

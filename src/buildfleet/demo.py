@@ -158,9 +158,9 @@ def demo_boards(count: int) -> list[DemoBoard]:
     out = []
     for brd in boards:
         status = VENDOR_STATUS.get(brd.vendor, "Maintained")
-        maint = [people[brd.vendor]]
-        if brd.vendor == "globex":
-            maint.append(_person("socs"))
+        # In scan order: the top-level MAINTAINERS (N: ^globex) comes first.
+        maint = [_person("socs")] if brd.vendor == "globex" else []
+        maint.append(people[brd.vendor])
         out.append(DemoBoard(**{**brd.__dict__, "maintainers": tuple(maint),
                                 "status": "Orphan" if status.startswith("Orphan")
                                 else "Active"}))

@@ -605,9 +605,16 @@ def write_outputs(objdir, symbols):
         os.path.join(objdir, "include", "autoconf.mk"): make,
     }
     for path, lines in files.items():
+        text = "\n".join(lines) + "\n"
+        try:
+            with open(path, encoding="utf-8") as inf:
+                if inf.read() == text:
+                    continue  # unchanged: keep the timestamp, so make stays incremental
+        except OSError:
+            pass
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as outf:
-            outf.write("\n".join(lines) + "\n")
+            outf.write(text)
         os.replace(tmp, path)
 
 

@@ -533,6 +533,29 @@ def _merge_into(src: Path, dest: Path) -> None:
             os.replace(entry, target)
 
 
+def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack without letting a member escape ``dest``.
+
+    Python 3.11.4+ has extraction filters; a machine's older 3.11 (Debian
+    ships 3.11.2) does not, so the same rules are checked by hand there.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+    for member in tar.getmembers():
+        target = (dest / member.name).resolve()
+        if member.name.startswith("/") or not target.is_relative_to(root):
+            raise tarfile.TarError(f"unsafe path in archive: {member.name}")
+        if member.issym() or member.islnk():
+            link = (target.parent / member.linkname).resolve()
+            if member.linkname.startswith("/") or not link.is_relative_to(root):
+                raise tarfile.TarError(f"unsafe link in archive: {member.name}")
+        if member.isdev():
+            raise tarfile.TarError(f"device file in archive: {member.name}")
+    tar.extractall(dest)  # noqa: S202 - every member checked above
+
+
 def _fetch_one(arch: str, indexes: list[tuple[str, list[str]]], settings: Settings,
                dest: Path, log: Log) -> int:
     url = next((link for _, links in indexes for link in links
@@ -551,7 +574,7 @@ def _fetch_one(arch: str, indexes: list[tuple[str, list[str]]], settings: Settin
             log(f"Unpacking to: {dest}")
             unpack = Path(tmp) / "unpack"
             with tarfile.open(tarball, "r:*") as tar:
-                tar.extractall(unpack, filter="data")
+                _safe_extract(tar, unpack)
             _merge_into(unpack, dest)
     except (urllib.error.URLError, OSError, tarfile.TarError, EOFError) as exc:
         log(f"Error: download of '{url}' failed: {exc}")

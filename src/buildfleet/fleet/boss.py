@@ -156,6 +156,8 @@ class RemoteExecutor:
         pyz = ""
         if not args.machines_buildman_path:
             pyz = ship.ensure_shipped(machine, self.session, work_dir)
+        else:
+            self.session.warm_up(machine)
         cmd = ship.worker_command(pyz, work_dir, args.debug, args.machines_buildman_path)
         self.log.write(">>", f"start: {cmd}")
         self.channel = Channel(ssh_argv(machine, self.session, cmd), name=self.name,

@@ -192,7 +192,7 @@ def fetch_on_machine(status: MachineStatus, check: ToolchainCheck, session: SshS
         cmd = f"{_fetch_env()}python3 {shlex.quote(pyz)} --fetch-arch {shlex.quote(arch)}"
         res = run_ssh(status.config, session, cmd, timeout=FETCH_TIMEOUT_S)
         if not res.ok:
-            why = last_line(res.stdout) or res.error
+            why = last_line(res.stderr) or last_line(res.stdout) or res.error
             log(f"  Failed to fetch {status.name}: {arch}: {why}")
             failed.append(arch)
     return failed

@@ -16,6 +16,7 @@ import importlib.util
 import io
 import os
 import shlex
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,8 +122,10 @@ def build_zipapp(cache_dir: Path | None = None) -> Zipapp:
     if not (path.is_file() and path.stat().st_size == len(data)):
         try:
             cache.mkdir(parents=True, exist_ok=True)
-            tmp = cache / f".{name}.{os.getpid()}.tmp"
-            tmp.write_bytes(data)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=cache)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except OSError as exc:
             raise ShipError(f"cannot write the zipapp to {cache}: {exc.strerror}") from None

@@ -449,8 +449,13 @@ def run_worker(args: argparse.Namespace) -> int:
     stdin, stdout = _private_streams()
     leader = _become_leader()
 
+    log_lock = threading.Lock()
+
     def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        # One write per line, under a lock: slot threads must not interleave.
+        with log_lock:
+            sys.stderr.write(msg + "\n")
+            sys.stderr.flush()
 
     worker: Worker
     out = Output(stdout, lambda: worker.inbox.put("broken"))
