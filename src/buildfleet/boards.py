@@ -21,6 +21,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -369,10 +370,17 @@ def boards_cfg_stale(src_dir: Path, cfg_path: Path) -> bool:
     return False
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def ensure_boards_cfg(src_dir: Path, cfg_path: Path, jobs: int | None = None,
                       verbose: bool = False, log: Callable[[str], None] = print,
                       warn: Callable[[str], None] | None = None) -> list[Board]:
-    """Return the boards, regenerating ``cfg_path`` first if it is missing or stale."""
+    """Return the boards, regenerating ``cfg_path`` first if it is missing or stale.
+
+    Scan warnings go to ``warn``, by default to stderr (as buildman does).
+    """
     src_dir, cfg_path = Path(src_dir), Path(cfg_path)
     if verbose:
         log("Checking for Kconfig changes...")
@@ -382,7 +390,7 @@ def ensure_boards_cfg(src_dir: Path, cfg_path: Path, jobs: int | None = None,
         return read_boards_cfg(cfg_path)
     if verbose:
         log("Generating board list...")
-    boards = scan_boards(src_dir, jobs, warn)
+    boards = scan_boards(src_dir, jobs, warn or _to_stderr)
     write_boards_cfg(cfg_path, boards)
     return boards
 

@@ -15,6 +15,7 @@ import tempfile
 import traceback
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from buildfleet.cmdline import parse_args
 
@@ -160,10 +161,6 @@ def _run_build_or_summary(args: argparse.Namespace, settings: object, toolchains
     if args.work_dir is not None:
         raise UsageError("--work-dir is only for --worker")
     plan = make_plan(args, settings, src_dir, output_dir)
-    for name in plan.selection.not_found:
-        print(f"Boards not found: {name}", file=sys.stderr)
-    for term in plan.selection.unmatched_terms:
-        print(f"Warning: term '{term}' matches no board", file=sys.stderr)
     if args.print_prefix:
         print(print_prefix(plan.boards, toolchains))
         return 0
@@ -174,6 +171,8 @@ def _run_build_or_summary(args: argparse.Namespace, settings: object, toolchains
         code = _summary(args, plan)
         _reports(args, plan)
         return code
+    if not args.dist:
+        _check_toolchains(plan.boards, toolchains)
     if args.dry_run:
         print("\n".join(dry_run_lines(plan, args.verbose)))
         return 0
@@ -189,6 +188,26 @@ def _run_build_or_summary(args: argparse.Namespace, settings: object, toolchains
     if args.build_summary:
         _summary(args, plan, header=False)
     return code
+
+
+def _check_toolchains(boards: list[Any], toolchains: Any) -> None:
+    """Without --dist every board needs a toolchain here; say which are missing."""
+    from buildfleet.plan import missing_toolchains
+    from buildfleet.toolchains import ToolchainError
+
+    def can_build(arch: str) -> bool:
+        try:
+            toolchains.select(arch)
+        except ToolchainError:
+            return False
+        return True
+
+    missing = missing_toolchains(boards, can_build)
+    if missing:
+        parts = [f"'{arch}' (needed by {', '.join(sorted(t)[:5])}"
+                 f"{', ...' if len(t) > 5 else ''})" for arch, t in sorted(missing.items())]
+        raise UsageError("No tool chain found for arch " + "; ".join(parts)
+                         + ": install one, see --list-tool-chains, or exclude with -x")
 
 
 def _summary(args: argparse.Namespace, plan: object, header: bool = True) -> int:

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from buildfleet import demo_files
@@ -109,8 +109,7 @@ class DemoTree:
     upstream: str = "main"
     warning_text: str = "warning: unused variable 'retries'"
     error_text: str = "error: 'cpu_clk_rate' undeclared"
-    env_target: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    env_target: str = ""  # its default environment changes at config_upto
 
     @property
     def targets(self) -> list[str]:
@@ -307,13 +306,13 @@ def _defconfig(brd: DemoBoard, malloc: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _board_c(broken: bool, fixed: bool) -> str:
+def _board_c(config_name: str, broken: bool = False, fixed: bool = False) -> str:
     clock = ""
     if fixed:
         clock = "static const int cpu_clk_rate = 24;\n\n"
     ret = "BOARD_ID + cpu_clk_rate" if broken or fixed else "BOARD_ID"
     return ("// SPDX-License-Identifier: GPL-2.0+\n#include <demo.h>\n"
-            "#include <configs/" "BOARD_CONFIG.h>\n\n" + clock +
+            f"#include <configs/{config_name}.h>\n\n" + clock +
             f"int board_init(void)\n{{\n\treturn {ret};\n}}\n\n"
             "const char *board_name(void)\n{\n\treturn CONFIG_SYS_BOARD;\n}\n")
 
@@ -382,7 +381,7 @@ def _write(root: Path, files: dict[str, str]) -> None:
         dest.write_text(text, encoding="utf-8")
 
 
-def _base_files(boards: list[DemoBoard], broken: str) -> dict[str, str]:
+def _base_files(boards: list[DemoBoard]) -> dict[str, str]:
     files = {
         "Makefile": demo_files.MAKEFILE,
         "scripts/kconfig/conf.py": demo_files.CONF_PY,
@@ -407,8 +406,7 @@ def _base_files(boards: list[DemoBoard], broken: str) -> dict[str, str]:
         files[f"arch/{ARCH_DIRS[kname]}/Kconfig"] = _kconfig_arch(kname, arch_boards)
     for idx, brd in enumerate(boards):
         files[f"{brd.board_dir}/Kconfig"] = _kconfig_board(brd)
-        files[f"{brd.board_dir}/board.c"] = _board_c(False, False).replace(
-            "BOARD_CONFIG", brd.config_name)
+        files[f"{brd.board_dir}/board.c"] = _board_c(brd.config_name)
         files[f"{brd.board_dir}/MAINTAINERS"] = _maintainers_board(brd)
         files[f"include/configs/{brd.config_name}.h"] = _board_header(brd, idx + 1)
         files[f"configs/{brd.target}_defconfig"] = _defconfig(brd, CONFIG_VALUES[0])
@@ -448,7 +446,7 @@ def make_demo_tree(path: Path, boards: int = 8, commits: int = 4) -> DemoTree:
     broken_board = next(b for b in brds if b.target == broken)
 
     path.mkdir(parents=True, exist_ok=True)
-    _write(path, _base_files(brds, broken))
+    _write(path, _base_files(brds))
     _git(path, "init", "-q", "-b", "main")
     for key, val in (("user.name", "Demo Developer"), ("user.email", "dev@example.com"),
                      ("commit.gpgsign", "false"), ("core.autocrlf", "false")):
@@ -471,11 +469,9 @@ def make_demo_tree(path: Path, boards: int = 8, commits: int = 4) -> DemoTree:
         elif upto == 1:
             files["common/feature_x.c"] = _feature_x_c(True)
         elif upto == 2:
-            files[board_c] = _board_c(True, False).replace(
-                "BOARD_CONFIG", broken_board.config_name)
+            files[board_c] = _board_c(broken_board.config_name, broken=True)
         elif upto == 3:
-            files[board_c] = _board_c(False, True).replace(
-                "BOARD_CONFIG", broken_board.config_name)
+            files[board_c] = _board_c(broken_board.config_name, fixed=True)
         else:
             entries += 2
             files["drivers/demo_table.c"] = _table_c(entries)

@@ -11,6 +11,7 @@ import argparse
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +123,12 @@ def select(args: argparse.Namespace, all_boards: list[Board]) -> boards_mod.Sele
     board_list = [b for item in args.boards for b in item.split(",") if b]
     exclude = [x for item in args.exclude for x in item.split(",") if x]
     selection = boards_mod.select_boards(all_boards, list(args.terms), exclude, board_list)
+    # A typo in a term must not silently shrink the run: refuse it.
+    if selection.unmatched_terms:
+        raise PlanError("no board matches term " + ", ".join(
+            f"'{t}'" for t in selection.unmatched_terms))
+    if selection.not_found:
+        raise PlanError(f"Boards not found: {', '.join(selection.not_found)}")
     if not selection.boards:
         raise PlanError("No matching boards found")
     return selection
@@ -202,6 +209,16 @@ def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
         if todo:
             plan.todo.append(BuildJob(board, tuple(todo)))
     return plan
+
+
+def missing_toolchains(boards: list[Board],
+                       can_build: Callable[[str], bool]) -> dict[str, list[str]]:
+    """Archs of ``boards`` with no toolchain here, and the boards that need them."""
+    missing: dict[str, list[str]] = {}
+    for board in boards:
+        if not can_build(board.arch):
+            missing.setdefault(board.arch, []).append(board.target)
+    return missing
 
 
 def dry_run_lines(plan: RunPlan, verbose: bool) -> list[str]:

@@ -11,7 +11,7 @@ import argparse
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
@@ -58,7 +58,7 @@ class RunContext:
     costs: CostModel | None = None
 
 
-RemoteStarter = Callable[[RunContext], list[Executor]]
+RemoteStarter = Callable[[RunContext], Sequence[Executor]]
 
 
 def local_make_jobs(plan: RunPlan, nslots: int) -> Callable[[int], int]:
