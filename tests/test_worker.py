@@ -353,8 +353,8 @@ def demo_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def compiler_lines(stderr: str) -> list[str]:
-    """stderr without make's own lines, whose order a parallel make does not fix."""
-    return [ln for ln in stderr.splitlines() if not ln.startswith("make")]
+    """stderr without make's own lines; sorted, as a parallel make fixes no order."""
+    return sorted(ln for ln in stderr.splitlines() if not ln.startswith("make"))
 
 
 def _stable_files(result: BuildResult) -> dict[str, bytes]:

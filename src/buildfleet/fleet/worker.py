@@ -41,12 +41,12 @@ from buildfleet.fleet.protocol import (
     MAX_COMMAND_LINE,
     ProtocolError,
     decode_command_line,
-    encode_reply,
     error_reply,
     read_line,
     ready_reply,
 )
 from buildfleet.fleet.workdir import WorkDir, WorkDirError, setup_work_dir
+from buildfleet.fleet.workerio import Output, become_leader, cpu_threads, private_streams
 from buildfleet.fleet.workertools import (
     CommandError,
     check_commits,
@@ -61,42 +61,12 @@ INFRA_RC = 1
 SHUTDOWN_GRACE = 3.0
 
 
-def cpu_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 class _Terminate(BaseException):
-    """Raised in the main thread by the SIGTERM/SIGHUP handler."""
+    """Raised in the main thread by the SIGTERM/SIGHUP/SIGINT handler."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
-
-
-class Output:
-    """The protocol stream: whole lines, one writer at a time."""
-
-    def __init__(self, stream: IO[bytes], on_broken: Callable[[], None]) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-        self._on_broken = on_broken
-        self.broken = False
-
-    def send(self, obj: dict[str, Any]) -> None:
-        data = encode_reply(obj)
-        with self._lock:
-            if self.broken:
-                return
-            try:
-                self._stream.write(data)
-                self._stream.flush()
-            except (OSError, ValueError):
-                self.broken = True
-        if self.broken:
-            self._on_broken()
 
 
 @dataclass
@@ -235,11 +205,8 @@ class Worker:
         with self.lock:
             if self.pending or self.busy:
                 raise CommandError("cannot prepare a new build while boards are building")
-        hashes: list[str | None] = msg["commits"]
-        current = all(h is None for h in hashes)
-        if not current:
-            check_commits(self.work.git_dir, hashes)
-            ensure_head(self.work.git_dir, str(hashes[0]))
+        hashes: list[str] = check_commits(self.work.git_dir, msg["commits"])
+        ensure_head(self.work.git_dir, hashes[0])
         if self.builder is None:
             self._configure(BuildFlags(), {})
         self.commits = [Commit(i, h) for i, h in enumerate(hashes)]
@@ -248,11 +215,11 @@ class Worker:
         self.dlog(f"build_prepare: {len(hashes)} commits threads={count} "
                   f"max_boards={self.max_boards}")
         self.out.send({"resp": "build_started", "num_threads": count})
-        git_dir = None if current else self.work.git_dir
         slots: list[Slot] = []
         for i in range(count):
             # One at a time, so each worktree_created keeps the boss's timeout alive.
-            slots = prepare_slots(git_dir, self.work.path, self.work.slots_root, i + 1)
+            slots = prepare_slots(self.work.git_dir, self.work.path, self.work.slots_root,
+                                  i + 1)
             self.out.send({"resp": "worktree_created", "thread": i})
         self._start_slots(slots)
         self.out.send({"resp": "build_prepare_done"})
@@ -419,35 +386,11 @@ class Worker:
             self.work = None
 
 
-def _private_streams() -> tuple[IO[bytes], IO[bytes]]:
-    """Take fds 0 and 1 for the protocol; leave /dev/null and stderr in their place."""
-    proto_in = os.dup(0)
-    proto_out = os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
-    return os.fdopen(proto_in, "rb"), os.fdopen(proto_out, "wb")
-
-
-def _become_leader() -> bool:
-    """Lead our own process group if we can; True if we do."""
-    if os.getpgrp() == os.getpid():
-        return True
-    try:
-        os.setpgrp()
-    except OSError:
-        return False
-    return os.getpgrp() == os.getpid()
-
-
 def run_worker(args: argparse.Namespace) -> int:
     """``buildfleet --worker [-D] [--work-dir DIR]``; returns the exit status."""
     debug = bool(getattr(args, "debug", False))
-    stdin, stdout = _private_streams()
-    leader = _become_leader()
+    stdin, stdout = private_streams()
+    leader = become_leader()
 
     log_lock = threading.Lock()
 
@@ -464,8 +407,8 @@ def run_worker(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         raise _Terminate(signum)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_signal)
     beat_stop = threading.Event()
     code = 0
     try:
@@ -488,7 +431,7 @@ def run_worker(args: argparse.Namespace) -> int:
         worker.dlog(f"signal {exc.signum}, killing group")
         code = 1
     finally:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         beat_stop.set()
         worker.shutdown(leader)

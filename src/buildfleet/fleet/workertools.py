@@ -63,10 +63,16 @@ def load_toolchains(hint: dict[str, str], log: Callable[[str], None]) -> Toolcha
     return tcs
 
 
-def check_commits(git_dir: Path, hashes: Sequence[str | None]) -> None:
-    """Refuse a build whose commits were not pushed (one git call for all)."""
+def check_commits(git_dir: Path, hashes: Sequence[str | None]) -> list[str]:
+    """The commits to build, if all were pushed (one git call for all).
+
+    A null commit (buildman's "current source") is refused: what a worker
+    builds is always a pushed commit (PROTOCOL.md §4, "what is pushed is
+    what is built").
+    """
     if any(h is None for h in hashes):
-        raise CommandError("build_prepare: commits mix hashes and the current source (null)")
+        raise CommandError("build_prepare: a worker builds pushed commits only, not the "
+                           "current source (null); push a commit of the working tree")
     names = [h for h in hashes if h is not None]
     if any(not h.isalnum() for h in names):
         raise CommandError("build_prepare: commit names must be hexadecimal hashes")
@@ -85,6 +91,7 @@ def check_commits(git_dir: Path, hashes: Sequence[str | None]) -> None:
     if missing:
         raise CommandError(f"build_prepare: {len(missing)} commit(s) not in {git_dir} "
                            f"(push first), e.g. {missing[0]}")
+    return names
 
 
 def ensure_head(git_dir: Path, commit: str) -> None:
