@@ -479,3 +479,22 @@ def test_demo_session_matches_a_local_build(home: Path, tmp_path: Path, demo_tre
         assert (result.return_code, compiler_lines(result.stderr), result.stdout) == (
             mine.return_code, compiler_lines(mine.stderr), mine.stdout), key
         assert _stable_files(result) == _stable_files(mine), key
+
+
+def test_build_prepare_refuses_commits_that_were_not_pushed(home: Path, tmp_path: Path,
+                                                            slow_repo: tuple[Path, str]) -> None:
+    repo, head = slow_repo
+    ch = start_worker(home)
+    try:
+        setup_and_push(ch, repo, "main", tmp_path / "wd")
+        for commits, text in [(["0" * 40], f"1 commit(s) not in {tmp_path}/wd/.git (push first)"),
+                              ([head, None], "a worker builds pushed commits only"),
+                              (["HEAD~1"], "commit names must be hexadecimal hashes")]:
+            ch.send({"cmd": "build_prepare", "commits": commits})
+            reply = ch.recv(30)
+            assert reply["resp"] == "error" and text in reply["msg"], reply
+        ch.send({"cmd": "build_prepare", "commits": [head], "max_boards": 1})
+        assert recv_until(ch, "build_prepare_done") == {"resp": "build_prepare_done"}
+        assert (tmp_path / "wd" / ".bm-work" / "00" / ".git").is_file()
+    finally:
+        ch.close()
