@@ -18,7 +18,7 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +122,32 @@ class DemoTree:
         raise KeyError(target)
 
 
+def extra_target(arch: str) -> str:
+    """The target name of the board :func:`make_demo_tree` adds for an extra arch."""
+    return f"{arch}_board"
+
+
+def _kconfig_name(arch: str) -> str:
+    """The Kconfig symbol selecting ``arch`` (ARM, RISCV, ...; an extra arch's upper case)."""
+    return KCONFIG_ARCH.get(arch, arch.upper())
+
+
+def _arch_dir(kname: str) -> str:
+    return ARCH_DIRS.get(kname, kname.lower())
+
+
+def _extra_boards(extra_archs: Mapping[str, str]) -> list[DemoBoard]:
+    """One plain board per extra arch, built with the given cross prefix."""
+    out = []
+    for arch, prefix in extra_archs.items():
+        if not arch.isalnum() or not arch.islower() or arch in CROSS_PREFIX:
+            raise DemoError(f"extra arch {arch!r}: use a new lower-case alphanumeric name")
+        out.append(DemoBoard(target=extra_target(arch), arch=arch, cpu=arch, soc="", vendor=arch,
+                             cross_compile=prefix, has_spl=False, table=False,
+                             feature_x=False))
+    return out
+
+
 def _default_boards() -> list[DemoBoard]:
     def mk(target: str, arch: str, vendor: str, spl: bool, table: bool, fx: bool,
            include_of: str = "") -> DemoBoard:
@@ -140,8 +166,12 @@ def _default_boards() -> list[DemoBoard]:
     ]
 
 
-def demo_boards(count: int) -> list[DemoBoard]:
-    """The boards of a tree with ``count`` boards (deterministic names)."""
+def demo_boards(count: int, extra_archs: Mapping[str, str] | None = None) -> list[DemoBoard]:
+    """The boards of a tree with ``count`` boards (deterministic names).
+
+    ``extra_archs`` (arch -> cross prefix) appends one board per arch that none
+    of the standard boards uses, for tests of toolchain routing.
+    """
     if count < 1:
         raise DemoError("the demo tree needs at least one board")
     boards = _default_boards()[:count]
@@ -153,6 +183,7 @@ def demo_boards(count: int) -> list[DemoBoard]:
             target=f"{vendor}_board{idx}", arch=arch, cpu=CPU[arch], soc=f"soc{idx % 4}",
             vendor=vendor, cross_compile=CROSS_PREFIX[arch], has_spl=idx % 3 == 0,
             table=idx % 2 == 0, feature_x=idx % 5 == 0))
+    boards += _extra_boards(extra_archs or {})
     people = {b.vendor: _person(b.vendor) for b in boards}
     out = []
     for brd in boards:
@@ -173,8 +204,11 @@ def _person(who: str) -> str:
 
 # ---- file contents ----------------------------------------------------------
 
-def _kconfig_top() -> str:
-    return """\
+def _kconfig_top(extra_archs: tuple[str, ...] = ()) -> str:
+    choices = "".join(f"config {_kconfig_name(a)}\n\tbool \"{a.upper()} architecture\"\n\n"
+                      for a in extra_archs)
+    defaults = "".join(f'\tdefault "{a}" if {_kconfig_name(a)}\n' for a in extra_archs)
+    return f"""\
 # SPDX-License-Identifier: GPL-2.0+
 mainmenu "U-Boot $(UBOOTVERSION) Configuration"
 
@@ -191,14 +225,14 @@ config RISCV
 config SANDBOX
 \tbool "Sandbox"
 
-endchoice
+{choices}endchoice
 
 config SYS_ARCH
 \tstring
 \tdefault "arm" if ARM
 \tdefault "riscv" if RISCV
 \tdefault "sandbox" if SANDBOX
-
+{defaults}
 config SYS_CPU
 \tstring
 
@@ -261,7 +295,7 @@ def _kconfig_arch(kname: str, boards: list[DemoBoard]) -> str:
                   "config ARCH_RV64I", '\tbool "RV64I"', "", "endchoice", "",
                   "config SYS_CPU", '\tdefault "generic"', ""]
     else:
-        lines += ["config SYS_CPU", '\tdefault "sandbox"', ""]
+        lines += ["config SYS_CPU", f'\tdefault "{boards[0].cpu}"', ""]
     lines += ["choice", '\tprompt "Target select"', ""]
     for brd in boards:
         lines += [f"config TARGET_{brd.target.upper()}", f'\tbool "Support {brd.target}"']
@@ -295,7 +329,7 @@ def _defconfig(brd: DemoBoard, malloc: str) -> str:
         if not brd.table:
             lines.append("# CONFIG_DEMO_TABLE is not set")
         return "\n".join(lines) + "\n"
-    lines = [f"CONFIG_{KCONFIG_ARCH[brd.arch]}=y", f"CONFIG_TARGET_{brd.target.upper()}=y"]
+    lines = [f"CONFIG_{_kconfig_name(brd.arch)}=y", f"CONFIG_TARGET_{brd.target.upper()}=y"]
     if brd.has_spl:
         lines.append("CONFIG_SPL=y")
     lines.append(f"CONFIG_SYS_MALLOC_LEN={malloc}")
@@ -382,10 +416,11 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 def _base_files(boards: list[DemoBoard]) -> dict[str, str]:
+    extra = tuple(dict.fromkeys(b.arch for b in boards if b.arch not in KCONFIG_ARCH))
     files = {
         "Makefile": demo_files.MAKEFILE,
         "scripts/kconfig/conf.py": demo_files.CONF_PY,
-        "Kconfig": _kconfig_top(),
+        "Kconfig": _kconfig_top(extra),
         "MAINTAINERS": _maintainers_top(boards),
         ".gitignore": demo_files.GITIGNORE,
         "README": "A small U-Boot-like tree made by buildfleet.demo for tests and demos.\n",
@@ -401,9 +436,9 @@ def _base_files(boards: list[DemoBoard]) -> dict[str, str]:
     }
     by_arch: dict[str, list[DemoBoard]] = {}
     for brd in boards:
-        by_arch.setdefault(KCONFIG_ARCH[brd.arch], []).append(brd)
+        by_arch.setdefault(_kconfig_name(brd.arch), []).append(brd)
     for kname, arch_boards in by_arch.items():
-        files[f"arch/{ARCH_DIRS[kname]}/Kconfig"] = _kconfig_arch(kname, arch_boards)
+        files[f"arch/{_arch_dir(kname)}/Kconfig"] = _kconfig_arch(kname, arch_boards)
     for idx, brd in enumerate(boards):
         files[f"{brd.board_dir}/Kconfig"] = _kconfig_board(brd)
         files[f"{brd.board_dir}/board.c"] = _board_c(brd.config_name)
@@ -429,15 +464,21 @@ def _commit(root: Path, subject: str, body: str, when: int) -> str:
     return _git(root, "rev-parse", "HEAD")
 
 
-def make_demo_tree(path: Path, boards: int = 8, commits: int = 4) -> DemoTree:
-    """Write the demo tree at ``path`` (new or empty) and return what it holds."""
+def make_demo_tree(path: Path, boards: int = 8, commits: int = 4,
+                   extra_archs: Mapping[str, str] | None = None) -> DemoTree:
+    """Write the demo tree at ``path`` (new or empty) and return what it holds.
+
+    ``extra_archs`` maps an arch no standard board uses to its cross prefix
+    (e.g. ``{"m68k": "/opt/m68k/bin/m68k-linux-gnu-"}``): each adds one plain
+    board, :func:`extra_target` of the arch, present from the first commit.
+    """
     path = Path(path)
     if commits < 1:
         raise DemoError("the demo branch needs at least one commit")
     if path.exists() and any(path.iterdir()):
         raise DemoError(f"{path} exists and is not empty")
-    brds = demo_boards(boards)
-    names = [b.target for b in brds]
+    brds = demo_boards(boards, extra_archs)
+    names = [b.target for b in brds[:boards]]
     broken = "initech_rv2" if "initech_rv2" in names else names[-1]
     config_target = "acme_arm2" if "acme_arm2" in names else names[0]
     cfg_board = next(b for b in brds if b.target == config_target)
