@@ -52,7 +52,6 @@ class Run:
 
 def bf_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("CI_COLOR", None)
     env["TERM"] = "dumb"
     env.update(extra or {})
     return env

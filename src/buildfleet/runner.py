@@ -21,6 +21,7 @@ from buildfleet.fleet.costs import CostModel, load_history
 from buildfleet.fleet.local import LOCAL, LocalExecutor
 from buildfleet.fleet.policy import CostAwarePolicy, make_jobs
 from buildfleet.fleet.pool import JobPool
+from buildfleet.fleet.runlog import RunLog
 from buildfleet.fleet.sink import ResultSink
 from buildfleet.model import Board, BuildResult
 from buildfleet.plan import RunPlan, cpu_count, slot_root
@@ -28,6 +29,7 @@ from buildfleet.results.progress import Progress, RunCounts, completed_line
 from buildfleet.results.writer import ResultWriter
 from buildfleet.toolchains import Toolchains
 
+BOSS_LOG = ".buildman.log"
 JOIN_POLL = 0.2
 STOP_GRACE = 5.0
 
@@ -105,7 +107,14 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
                   if verbose else None)
     sink = ResultSink(pool, writer, counts, progress, on_written=on_written)
     stop = threading.Event()
-    ctx = RunContext(plan, pool, sink, stop, progress.message, args, costs=costs)
+    boss_log = RunLog(plan.base / BOSS_LOG)
+
+    def log(text: str) -> None:
+        boss_log.write("--", text)
+        progress.message(text)
+
+    boss_log.write(">>", f"run: {len(plan.todo)} boards, {plan.results_to_build} results to build")
+    ctx = RunContext(plan, pool, sink, stop, log, args, costs=costs)
     executors: list[Executor] = []
     start = time.monotonic()
     exit_code = 0
@@ -138,6 +147,8 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         for ex in executors:
             ex.join(max(0.0, deadline - time.monotonic()))
         progress.stop()
+        boss_log.write("!!", "interrupted")
+        boss_log.close()
         print("\nInterrupted: stopped every build; results so far are kept.", file=sys.stderr)
         return 130
     finally:
@@ -145,6 +156,8 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
             closer()
         progress.stop()
     elapsed = time.monotonic() - start
+    boss_log.write(">>", f"end: {counts.done} results, {elapsed:.1f}s")
+    boss_log.close()
     exceptions = sum(ex.exceptions for ex in executors)
     newly = counts.done - counts.previously
     if not plan.todo:

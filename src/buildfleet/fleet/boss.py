@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import threading
-import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from buildfleet import __version__, gitutil
 from buildfleet.fleet import ship
@@ -29,6 +27,7 @@ from buildfleet.fleet.remote import (
     RemoteSession,
     WorkerLost,
 )
+from buildfleet.fleet.runlog import RunLog
 from buildfleet.fleet.ssh import SshSession, git_push_env, ssh_argv
 from buildfleet.model import Board, BuildJob, BuildResult
 from buildfleet.plan import PlanError
@@ -39,25 +38,6 @@ READY_SECONDS = 120.0
 SETUP_SECONDS = 60.0
 PUSH_SECONDS = 600.0
 DONE_SECONDS = 120.0
-
-
-class WorkerLog:
-    """``worker-<name>.log``: every message and stderr line, timestamped."""
-
-    def __init__(self, path: Path) -> None:
-        self._fh: IO[str] = path.open("w", encoding="utf-8", errors="replace")
-        self._lock = threading.Lock()
-
-    def write(self, direction: str, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        with self._lock:
-            if not self._fh.closed:
-                self._fh.write(f"{stamp} {direction} {text}\n")
-                self._fh.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            self._fh.close()
 
 
 def _summarise(msg: dict[str, Any]) -> str:
@@ -83,7 +63,7 @@ class RemoteExecutor:
         self.failure = ""
         self.channel: Channel | None = None
         self.dispatcher: RemoteDispatcher | None = None
-        self.log = WorkerLog(ctx.plan.base / f"worker-{self.name}.log")
+        self.log = RunLog(ctx.plan.base / f"worker-{self.name}.log")
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"remote-{self.name}")
         self._quit_lock = threading.Lock()
         self._quitted = False
