@@ -14,7 +14,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TextIO
 
-from buildfleet.fleet.machines import DEFAULT_WORK_DIR, LOCK_NAME, select_machines
+from buildfleet.fleet.machines import DEFAULT_WORK_DIR, LOCK_NAME, configured_machines
 from buildfleet.fleet.ssh import SshSession, last_line, remote_path, run_ssh
 
 if TYPE_CHECKING:
@@ -85,10 +85,8 @@ def run_kill_workers(args: Any, settings: Settings, *, out: TextIO | None = None
     """``--kill-workers`` on every (or every ``--use-machines``) machine, in parallel."""
     stdout = out if out is not None else sys.stdout
     stderr = err if err is not None else sys.stderr
-    machines = select_machines(settings, getattr(args, "use_machines", None))
-    if not machines:
-        print(f"No machines configured. Add a [machines] section to {settings.path}",
-              file=stderr)
+    machines = configured_machines(settings, getattr(args, "use_machines", None), stderr)
+    if machines is None:
         return 1
     with SshSession.create() as session, ThreadPoolExecutor(
             max_workers=min(32, len(machines))) as pool:

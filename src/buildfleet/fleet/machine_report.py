@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from buildfleet.fleet.killworkers import run_kill_workers
-from buildfleet.fleet.machines import DEFAULT_WORK_DIR, select_machines
+from buildfleet.fleet.machines import DEFAULT_WORK_DIR, configured_machines
 from buildfleet.fleet.probe import MachineStatus, probe_machines
 from buildfleet.fleet.ship import ShipError, ensure_shipped
 from buildfleet.fleet.ssh import SshSession, last_line, remote_path, run_ssh
@@ -229,10 +229,8 @@ def run_mach(args: Any, settings: Settings, local_archs: set[str], *,
     """
     stdout = out if out is not None else sys.stdout
     stderr = err if err is not None else sys.stderr
-    machines = select_machines(settings, getattr(args, "use_machines", None))
-    if not machines:
-        print(f"No machines configured. Add a [machines] section to {settings.path}",
-              file=stderr)
+    machines = configured_machines(settings, getattr(args, "use_machines", None), stderr)
+    if machines is None:
         return 1
     aliases = merged_aliases(getattr(settings, "toolchain_alias", None) or {})
 

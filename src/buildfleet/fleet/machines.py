@@ -7,7 +7,7 @@ keys are case-sensitive in buildfleet, unlike buildman's lower-casing).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from buildfleet.settings import MachineConfig, Settings
@@ -45,3 +45,14 @@ def select_machines(settings: Settings, use_machines: str | None) -> list[Machin
         raise MachinesError(f"--use-machines: unknown machine{plural} "
                             f"{', '.join(unknown)} (known: {names})")
     return [by_name[name] for name in dict.fromkeys(wanted)]
+
+
+def configured_machines(settings: Settings, use_machines: str | None,
+                        stderr: TextIO) -> list[MachineConfig] | None:
+    """The machines a fleet command works on, or None (after saying why) if none."""
+    machines = select_machines(settings, use_machines)
+    if not machines:
+        print(f"No machines configured. Add a [machines] section to {settings.path}",
+              file=stderr)
+        return None
+    return machines
