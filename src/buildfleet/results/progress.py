@@ -95,6 +95,13 @@ class Progress:
         return (f"{c.ok:5} {c.warned:5} {c.failed:5} /{c.total:<5} {rem}"
                 f"{eta + '  : ' if eta else ''}{board or '(starting)'}{where}")
 
+    def machines_line(self) -> str:
+        """Results per machine so far, once more than the local slots are at work."""
+        per_host = self.counts.per_host
+        if not per_host or set(per_host) == {"local"}:
+            return ""
+        return "  " + "  ".join(f"{name}: {n}" for name, n in sorted(per_host.items()))
+
     def update(self, board: str = "", host: str = "") -> None:
         if not self.enabled:
             return
@@ -109,10 +116,15 @@ class Progress:
                 text.append(f"{c.warned:5} ", style="yellow")
                 text.append(f"{c.failed:5} ", style="red")
                 text.append(self._line[18:])
+                machines = self.machines_line()
+                if machines:
+                    text.append("\n" + machines, style="cyan")
                 self._live.update(text, refresh=True)
             elif now - self._last_plain >= PLAIN_INTERVAL:
                 self._last_plain = now
-                print(self._line, file=self.out, flush=True)
+                machines = self.machines_line()
+                print(self._line + (f" |{machines}" if machines else ""), file=self.out,
+                      flush=True)
 
     def message(self, text: str) -> None:
         """Print a line above the progress display."""
