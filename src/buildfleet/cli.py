@@ -83,6 +83,10 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise UsageError("-X (extended boards) is not supported by buildfleet yet")
     if args.adjust_cfg or args.fragments:
         raise UsageError("-a/--adjust-cfg and --fragments are not supported by buildfleet yet")
+    if args.dtc_skip:
+        raise UsageError("--dtc-skip is not supported by buildfleet yet")
+    if args.process_limit:
+        raise UsageError("--process-limit is not supported by buildfleet yet")
 
 
 def _setup_demo(args: argparse.Namespace) -> None:
@@ -158,6 +162,8 @@ def _run_build_or_summary(args: argparse.Namespace, settings: object, toolchains
     output_dir = Path(args.output_dir)
     if not output_dir.is_absolute():
         output_dir = (Path.cwd() / output_dir).resolve()
+    if args.maintainer_check or args.full_check or args.regen_board_list:
+        return _board_checks(args, src_dir, output_dir)
     if args.work_dir is not None:
         raise UsageError("--work-dir is only for --worker")
     plan = make_plan(args, settings, src_dir, output_dir)
@@ -188,6 +194,26 @@ def _run_build_or_summary(args: argparse.Namespace, settings: object, toolchains
     if args.build_summary:
         _summary(args, plan, header=False)
     return code
+
+
+def _board_checks(args: argparse.Namespace, src_dir: Path, output_dir: Path) -> int:
+    """``-R``, ``--maintainer-check``, ``--full-check``: scan, report, exit 2 on warnings."""
+    from buildfleet import boards as boards_mod
+    from buildfleet.results.paths import base_dir
+
+    if args.regen_board_list:
+        warnings: list[str] = []
+        found = boards_mod.scan_boards(src_dir, args.threads, warn=warnings.append)
+        dest = args.regen_board_list
+        path = (base_dir(output_dir, args.branch, args.no_subdirs) / "boards.cfg"
+                if dest == "-" else Path(dest))
+        boards_mod.write_boards_cfg(path, found)
+        print(f"Wrote {len(found)} boards to {path}")
+    else:
+        warnings = boards_mod.maintainer_check(src_dir, args.full_check, args.threads)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    return 2 if warnings else 0
 
 
 def _check_toolchains(boards: list[Any], toolchains: Any) -> None:
