@@ -8,12 +8,25 @@ distributed test may use it. Its teardown fails the run if anything it made
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from ci_skip import require
 from sshd_harness import SshdHarness, harness_unavailable_reason
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Put this interpreter's scripts (the ``buildfleet`` command) first on PATH.
+
+    The README runs the tests as ``.venv/bin/python -m pytest`` without
+    activating the venv; tests that run ``buildfleet`` must get the venv's.
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ its boards go back to the pool, and its late results are refused by the sink.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +21,10 @@ from typing import Any
 from buildfleet.fleet.channel import Channel, ChannelError
 from buildfleet.fleet.protocol import ProtocolError
 from buildfleet.model import BuildJob, BuildResult
+from buildfleet.results.writer import UnsafeResult
 
 LIVENESS_SECONDS = 30.0
+LIVENESS_ENV = "BUILDFLEET_LIVENESS_SECONDS"
 PREPARE_SECONDS = 300.0
 DONE_SECONDS = 60.0
 QUIT_SECONDS = 10.0
@@ -29,6 +32,20 @@ QUIT_SECONDS = 10.0
 
 class WorkerLost(Exception):
     """This worker can no longer be trusted with boards (one-line reason)."""
+
+
+def liveness_seconds(environ: dict[str, str] | None = None) -> float:
+    """The silence after which a worker is given up: ``$BUILDFLEET_LIVENESS_SECONDS`` or 30.
+
+    Tests shorten it so a hung worker costs seconds, not half a minute; a
+    value that is not a positive number falls back to the default.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        value = float(env.get(LIVENESS_ENV, ""))
+    except ValueError:
+        return LIVENESS_SECONDS
+    return value if 0 < value < 86400 else LIVENESS_SECONDS
 
 
 @dataclass
@@ -42,9 +59,10 @@ class RemoteStats:
 class RemoteSession:
     """The protocol conversation with one started worker (after ``ready``)."""
 
-    def __init__(self, name: str, channel: Channel) -> None:
+    def __init__(self, name: str, channel: Channel, liveness: float | None = None) -> None:
         self.name = name
         self.channel = channel
+        self.liveness = liveness if liveness is not None else liveness_seconds()
 
     def request(self, cmd: dict[str, Any], want: str, timeout: float,
                 accept: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -59,7 +77,7 @@ class RemoteSession:
             if left <= 0:
                 raise WorkerLost(f"no '{want}' within {timeout:g} s")
             try:
-                msg = self.channel.recv(min(left, LIVENESS_SECONDS))
+                msg = self.channel.recv(min(left, self.liveness))
             except ChannelError as exc:
                 raise WorkerLost(str(exc)) from None
             except ProtocolError as exc:
@@ -80,7 +98,10 @@ class RemoteDispatcher:
     def __init__(self, name: str, session: RemoteSession, max_boards: int,
                  sequences: list[int], take: Callable[[bool], BuildJob | None],
                  accept: Callable[[BuildResult], bool], finished: Callable[[str], None],
-                 stop: threading.Event, log: Callable[[str], None]) -> None:
+                 stop: threading.Event, log: Callable[[str], None],
+                 lost: Callable[[str, str], None] | None = None) -> None:
+        """``lost(target, reason)``: the worker gave ``target`` up for an infrastructure
+        reason (``infra_error``); the board goes back to the pool, nothing is written."""
         self.name = name
         self.session = session
         self.max_boards = max(1, max_boards)
@@ -91,7 +112,9 @@ class RemoteDispatcher:
         self.finished = finished
         self.stop = stop
         self.log = log
+        self.lost = lost
         self.in_flight: dict[str, set[int]] = {}
+        self._dropped: set[str] = set()
         self.stats = RemoteStats()
         self._busy_since: float | None = None
         self._cancel_lock = threading.Lock()
@@ -119,7 +142,7 @@ class RemoteDispatcher:
             if not self.in_flight:
                 return
             try:
-                msg = self.session.channel.recv(LIVENESS_SECONDS)
+                msg = self.session.channel.recv(self.session.liveness)
             except ChannelError as exc:
                 raise WorkerLost(str(exc)) from None
             except ProtocolError as exc:
@@ -163,12 +186,20 @@ class RemoteDispatcher:
         with self._cancel_lock:
             if result.target in self._cancelled:
                 return  # a copy that lost the race: its results no longer count
+        if result.target in self._dropped:
+            return  # given up after an infrastructure failure: the rest is moot
         waiting = self.in_flight.get(result.target)
         if waiting is None or result.sequence not in waiting:
-            raise WorkerLost(f"build_result for {result.target} that was not asked for")
+            raise WorkerLost(f"build_result for {result.target!r} that was not asked for")
+        if result.infra_error:
+            self._drop(result.target, result.infra_error)
+            return
+        try:
+            self.accept(result)
+        except UnsafeResult as exc:
+            raise WorkerLost(str(exc)) from None
         waiting.discard(result.sequence)
         self.stats.results += 1
-        self.accept(result)
         if not waiting:
             del self.in_flight[result.target]
             self.stats.boards += 1
@@ -176,6 +207,21 @@ class RemoteDispatcher:
             if not self.in_flight and self._busy_since is not None:
                 self.stats.busy += time.monotonic() - self._busy_since
                 self._busy_since = None
+
+    def _drop(self, target: str, reason: str) -> None:
+        """An infrastructure failure (disk full, git, ...): not a build result.
+
+        The board leaves this worker (which is asked to stop it) and goes back
+        to the pool through ``lost``; it is never written from here.
+        """
+        self.in_flight.pop(target, None)
+        self._dropped.add(target)
+        try:
+            self.session.channel.send({"cmd": "cancel_board", "board": target})
+        except ChannelError:
+            pass
+        if self.lost is not None:
+            self.lost(target, reason)
 
     def close_busy(self) -> None:
         if self._busy_since is not None:
