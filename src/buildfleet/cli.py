@@ -15,9 +15,15 @@ import tempfile
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from buildfleet.cmdline import parse_args
+
+if TYPE_CHECKING:
+    from buildfleet.model import Board
+    from buildfleet.plan import RunPlan
+    from buildfleet.settings import Settings
+    from buildfleet.toolchains import Toolchains
 
 EXIT_USAGE = 1
 
@@ -149,12 +155,11 @@ def _source_dir(args: argparse.Namespace) -> Path:
         return src
 
 
-def _run_build_or_summary(args: argparse.Namespace, settings: object, toolchains: object) -> int:
+def _run_build_or_summary(args: argparse.Namespace, settings: Settings,
+                          toolchains: Toolchains) -> int:
     from buildfleet.plan import dry_run_lines, make_plan, remove_old_commit_dirs
-    from buildfleet.settings import Settings
-    from buildfleet.toolchains import Toolchains, print_arch, print_prefix
+    from buildfleet.toolchains import print_arch, print_prefix
 
-    assert isinstance(settings, Settings) and isinstance(toolchains, Toolchains)
     src_dir = _source_dir(args)
     if not (src_dir / "Kconfig").is_file() and not (src_dir / "configs").is_dir():
         raise UsageError(f"{src_dir} does not look like a U-Boot tree (no Kconfig or configs/); "
@@ -216,7 +221,7 @@ def _board_checks(args: argparse.Namespace, src_dir: Path, output_dir: Path) -> 
     return 2 if warnings else 0
 
 
-def _check_toolchains(boards: list[Any], toolchains: Any) -> None:
+def _check_toolchains(boards: list[Board], toolchains: Toolchains) -> None:
     """Without --dist every board needs a toolchain here; say which are missing."""
     from buildfleet.plan import missing_toolchains
     from buildfleet.toolchains import ToolchainError
@@ -236,21 +241,17 @@ def _check_toolchains(boards: list[Any], toolchains: Any) -> None:
                          + ": install one, see --list-tool-chains, or exclude with -x")
 
 
-def _summary(args: argparse.Namespace, plan: object, header: bool = True) -> int:
-    from buildfleet.plan import RunPlan
+def _summary(args: argparse.Namespace, plan: RunPlan, header: bool = True) -> int:
     from buildfleet.results.summary import run_summary
 
-    assert isinstance(plan, RunPlan)
     return run_summary(args, plan.base, plan.all_commits, plan.boards, header=header)
 
 
-def _reports(args: argparse.Namespace, plan: object) -> None:
+def _reports(args: argparse.Namespace, plan: RunPlan) -> None:
     if not (args.report or args.junit or args.html):
         return
-    from buildfleet.plan import RunPlan
     from buildfleet.results.reports import write_reports
 
-    assert isinstance(plan, RunPlan)
     write_reports(args, plan.base, plan.commits, plan.boards)
 
 

@@ -18,7 +18,13 @@ from pathlib import Path
 from buildfleet import boards as boards_mod
 from buildfleet import gitutil
 from buildfleet.model import Board, BuildFlags, BuildJob, Commit
-from buildfleet.results.paths import base_dir, build_dir, is_commit_dir, work_dir
+from buildfleet.results.paths import (
+    base_dir,
+    build_dir,
+    commit_dir_name,
+    is_commit_dir,
+    work_dir,
+)
 from buildfleet.settings import Settings
 
 
@@ -155,14 +161,13 @@ def commits_for(args: argparse.Namespace, src_dir: Path) -> tuple[list[Commit], 
     return all_commits, gitutil.step_commits(all_commits, args.step)
 
 
-def remove_old_commit_dirs(base: Path, commits: list[Commit], log: object = print) -> int:
+def remove_old_commit_dirs(base: Path, commits: list[Commit],
+                           log: Callable[[str], object] = print) -> int:
     """Drop result directories of commits no longer on the branch (as buildman)."""
-    from buildfleet.results.paths import commit_dir_name
-
     keep = {commit_dir_name(c) for c in commits}
     stale = [p for p in base.iterdir() if p.is_dir() and is_commit_dir(p.name)
              and p.name not in keep] if base.is_dir() else []
-    if stale and callable(log):
+    if stale:
         log(f"Removing {len(stale)} old build directories...")
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)

@@ -31,18 +31,22 @@ class ResultSink:
         self._lock = threading.Lock()
 
     def accept(self, executor: str, result: BuildResult) -> bool:
-        """Take one result from ``executor``; False if it was refused or a duplicate."""
+        """Take one result from ``executor``; False if it was late or a duplicate.
+
+        Raises UnsafeResult (nothing written) for a board or file name that
+        would leave the output tree: the executor that sent it is not trusted.
+        """
         if not self.pool.owns(executor, result.target):
             with self._lock:
                 self.discarded += 1
             return False
         try:
             path = self.writer.write(result)
-        except UnsafeResult as exc:
-            self.log(f"Error from {executor}: {exc}")
+        except UnsafeResult:
+            # Never written: the caller gives up on whoever sent it.
             with self._lock:
                 self.discarded += 1
-            return False
+            raise
         except OSError as exc:
             self.log(f"Cannot write result of {result.target}: {exc}")
             return False
