@@ -115,6 +115,13 @@ class BuildJob:
     commits: tuple[Commit, ...]
 
 
+IMAGE_HASHES = "images.sha256"
+"""buildfleet's own result file: ``<sha256>  <image>`` per ELF image built.
+
+The writer keeps it in memory too, so two copies of a board (a hedged or
+requeued one) can be compared: a free reproducibility check."""
+
+
 @dataclass
 class BuildResult:
     """The outcome of one board at one commit, whoever built it.

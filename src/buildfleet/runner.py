@@ -8,11 +8,15 @@ with buildman's ``Completed`` line and exit code.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from buildfleet.build.builder import Builder
@@ -31,6 +35,8 @@ from buildfleet.toolchains import Toolchains
 
 BOSS_LOG = ".buildman.log"
 JOIN_POLL = 0.2
+# Paths that make and the shells it starts take as one word.
+MAKE_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+,=@%:-]+$")
 STOP_GRACE = 5.0
 
 
@@ -123,7 +129,8 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
             executors += start_remote(ctx)
         if not args.no_local and plan.todo:
             nslots = min(plan.threads, len(plan.todo))
-            slots = prepare_slots(plan.git_dir, plan.src_dir, slot_root(plan), nslots)
+            slots = prepare_slots(plan.git_dir, plan.src_dir, local_slot_root(plan),
+                                  nslots)
             builder = Builder(plan.flags, toolchains, kconfig_check=not args.no_kconfig_check)
 
             def local_can_build(board: Board) -> bool:
@@ -141,8 +148,7 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     except KeyboardInterrupt:
         stop.set()
         pool.close()
-        for closer in ctx.closers:
-            closer()
+        _run_closers(ctx)
         deadline = time.monotonic() + STOP_GRACE
         for ex in executors:
             ex.join(max(0.0, deadline - time.monotonic()))
@@ -152,8 +158,7 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         print("\nInterrupted: stopped every build; results so far are kept.", file=sys.stderr)
         return 130
     finally:
-        for closer in ctx.closers:
-            closer()
+        _run_closers(ctx)
         progress.stop()
     elapsed = time.monotonic() - start
     boss_log.write(">>", f"end: {counts.done} results, {elapsed:.1f}s")
@@ -186,14 +191,44 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
                 print(line, file=out)
     if sink.discarded:
         print(f"Discarded {sink.discarded} late or duplicate results", file=out)
+    for line in sink.repro.report_lines(plan.flags.reproducible_builds):
+        print(line, file=out)
+    if plan.todo and (problem := sink.repro.save(plan.base)):
+        print(f"Warning: {problem}", file=out)
     if exceptions:
         print(f"Failed: {exceptions} thread exceptions", file=out)
         exit_code = 102
     else:
         exit_code = counts.exit_code(args.ignore_warnings)
-        if not_built and exit_code == 0:
-            exit_code = 100
+        if not_built:
+            exit_code = 100  # a board not built is a failure, not just a warning
     return exit_code
+
+
+def local_slot_root(plan: RunPlan) -> Path:
+    """Where local slots build: under the output tree, unless make could not cope.
+
+    make splits ``O=`` and its own paths at spaces and hands them to the shell,
+    so an output directory named ``my out;x`` would break every build. Such a
+    tree gets its work area in the cache instead, under a stable name derived
+    from the output path (so incremental builds still find it).
+    """
+    root = slot_root(plan)
+    if MAKE_SAFE_PATH.match(str(root)):
+        return root
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha256(str(plan.base.resolve()).encode()).hexdigest()[:16]
+    return cache / "buildfleet" / "work" / digest / root.name
+
+
+def _run_closers(ctx: RunContext) -> None:
+    """Run every closer once (workers told to quit, SSH connections closed)."""
+    while ctx.closers:
+        closer = ctx.closers.pop(0)
+        try:
+            closer()
+        except KeyboardInterrupt:
+            ctx.stop.set()  # a second Ctrl-C: keep closing, the rest is bounded too
 
 
 def _selectable(toolchains: Toolchains, arch: str) -> bool:

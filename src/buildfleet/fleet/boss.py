@@ -11,7 +11,11 @@ slots.
 from __future__ import annotations
 
 import argparse
+import secrets
+import shlex
+import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +29,7 @@ from buildfleet.fleet.remote import (
     QUIT_SECONDS,
     RemoteDispatcher,
     RemoteSession,
+    RemoteStats,
     WorkerLost,
 )
 from buildfleet.fleet.runlog import RunLog
@@ -38,6 +43,9 @@ READY_SECONDS = 120.0
 SETUP_SECONDS = 60.0
 PUSH_SECONDS = 600.0
 DONE_SECONDS = 120.0
+RESTART_DELAY = 1.0
+# A worker that gives up this many boards for infrastructure reasons is lost.
+INFRA_FAILURES_PER_WORKER = 2
 
 
 def _summarise(msg: dict[str, Any]) -> str:
@@ -67,17 +75,24 @@ class RemoteExecutor:
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"remote-{self.name}")
         self._quit_lock = threading.Lock()
         self._quitted = False
+        self._aborted = False
+        self.failures = 0
+        self.infra_failures = 0
+        self.stats = RemoteStats()
 
     # -- executor interface ---------------------------------------------------
     def start(self) -> None:
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> bool:
+        if self._thread.ident is None:
+            return True  # never started (the run was interrupted first)
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def abort(self) -> None:
         """Ctrl-C: tell the worker to quit and drop the connection (bounded)."""
+        self._aborted = True
         self._quit(graceful=False)
 
     # -- the machine's life ---------------------------------------------------
@@ -90,11 +105,47 @@ class RemoteExecutor:
             self.ctx.log(f"[{self.name}] {line}")
 
     def _run(self) -> None:
+        """Attempts until the work is done, the run stops or the machine is quarantined.
+
+        A lost worker counts one failure against its machine; the machine gets
+        a fresh worker (after RESTART_DELAY) until it has failed
+        ``quarantine_after`` times, then it is out for the rest of the run.
+        """
         pool = self.ctx.pool
+        limit = max(1, int(getattr(pool.policy, "quarantine_after", 2)))
+        try:
+            while not self._stopping():
+                if self._attempt():
+                    return
+                self.failures += 1
+                if self.failures >= limit:
+                    if not self._stopping():
+                        self.ctx.log(f"Quarantined {self.name} for the rest of the run "
+                                     f"after {self.failures} failures")
+                    return
+                if self._stopping() or pool.all_done():
+                    return
+                if self.ctx.stop.wait(RESTART_DELAY) or self._aborted or pool.all_done():
+                    return
+                self.ctx.log(f"Restarting the worker on {self.name}")
+        finally:
+            self.log.close()
+
+    def _stopping(self) -> bool:
+        return self.ctx.stop.is_set() or self._aborted
+
+    def _attempt(self) -> bool:
+        """One worker's life on this machine; False if it failed (reason in ``failure``)."""
+        pool = self.ctx.pool
+        with self._quit_lock:
+            self.channel = None
+            self._quitted = False
+        self.failure = ""
+        self.dispatcher = None
         try:
             session = self._start_up()
-            if self.ctx.stop.is_set():
-                return
+            if self._stopping():
+                return True
             archs = self._configure(session)
             max_boards = self.status.max_boards
             self._prepare(session, max_boards)
@@ -106,28 +157,46 @@ class RemoteExecutor:
             self.dispatcher = RemoteDispatcher(
                 self.name, session, max_boards, [c.sequence for c in self.ctx.plan.commits],
                 self._take, self._accept, lambda t: pool.finished(self.name, t),
-                self.ctx.stop, self.ctx.log)
+                self.ctx.stop, self.ctx.log, lost=self._board_lost, late=self.ctx.sink.check)
+            self.dispatcher.stats = self.stats
             pool.register(self.name, max_boards, can_build, cancel=self.dispatcher.cancel,
                           speed=self.ctx.costs.speed(self.name) if self.ctx.costs else None)
             self.dispatcher.run()
             self.dispatcher.close_busy()
-            if not self.ctx.stop.is_set():
-                done = session.request({"cmd": "build_done"}, "build_done", DONE_SECONDS,
-                                       accept=("heartbeat", "board_cancelled"))
-                self.exceptions = int(done.get("exceptions") or 0)
+            if not self._stopping():
+                # (late results of cancelled copies still in the pipe are compared)
+                done = self.dispatcher.build_done(DONE_SECONDS)
+                self.exceptions += int(done.get("exceptions") or 0)
+            return True
         except (WorkerLost, ship.ShipError, ChannelError, gitutil.GitError, OSError) as exc:
-            self.failure = str(exc)
-            if not self.ctx.stop.is_set():
+            self.failure = str(exc) or type(exc).__name__
+            if not self._stopping():
+                # Boards in flight were tried here: that counts towards their retry limit.
+                in_flight = sorted(self.dispatcher.in_flight) if self.dispatcher else []
+                for target in in_flight:
+                    pool.failed(self.name, target, f"lost with {self.name}: {self.failure}")
                 back = pool.remove_executor(self.name, failed=True)
-                extra = f"; {len(back)} boards back to the pool" if back else ""
-                self.ctx.log(f"Worker failed on {self.name}: {exc}{extra}")
-            self.log.write("!!", f"failed: {exc}")
+                extra = f"; {len(in_flight) or len(back)} boards back to the pool" if (
+                    in_flight or back) else ""
+                self.ctx.log(f"Worker failed on {self.name}: {self.failure}{extra}")
+            self.log.write("!!", f"failed: {self.failure}")
+            return False
         finally:
             if self.dispatcher is not None:
                 self.dispatcher.close_busy()
             pool.remove_executor(self.name)
             self._quit(graceful=not self.failure)
-            self.log.close()
+
+    def _board_lost(self, target: str, reason: str) -> None:
+        """The worker gave ``target`` up for an infrastructure reason: build it elsewhere."""
+        self.infra_failures += 1
+        self.log.write("!!", f"infrastructure failure on {target}: {reason}")
+        self.ctx.log(f"{self.name}: {target} failed for an infrastructure reason "
+                     f"({reason.strip()}); building it elsewhere")
+        self.ctx.pool.failed(self.name, target, f"{self.name}: {reason.strip()}")
+        if self.infra_failures >= INFRA_FAILURES_PER_WORKER:
+            raise WorkerLost(f"{self.infra_failures} infrastructure failures, last: "
+                             f"{reason.strip()}")
 
     def _start_up(self) -> RemoteSession:
         machine = self.status.config
@@ -159,6 +228,10 @@ class RemoteExecutor:
     def _push(self, git_dir: str) -> None:
         machine = self.status.config
         env = git_push_env(machine, self.session)
+        # Through sshfilter: a banner from the machine's shell must not break git's protocol.
+        token = f"BUILDFLEET-PUSH-{secrets.token_hex(8)}"
+        env["GIT_SSH_COMMAND"] = (shlex.join([sys.executable, "-m", "buildfleet.fleet.sshfilter",
+                                              token]) + " " + env["GIT_SSH_COMMAND"])
         gitutil.git(["push", "-q", "--force", f"{machine.host}:{git_dir}",
                      f"{self.tip}:refs/heads/work"], cwd=self.ctx.plan.src_dir, env=env,
                     timeout=PUSH_SECONDS)
@@ -205,7 +278,7 @@ class RemoteExecutor:
         channel.close(grace=2.0)
 
     def closing_line(self) -> str:
-        stats = self.dispatcher.stats if self.dispatcher else None
+        stats = self.stats if self.dispatcher or self.stats.results else None
         sent = self.channel.bytes_sent if self.channel else 0
         recv = self.channel.bytes_received if self.channel else 0
         if stats is None:
@@ -246,7 +319,28 @@ def remote_starter(settings: Settings, toolchains: Toolchains
             machines = select_machines(settings, args.use_machines)
         except MachinesError as exc:
             raise PlanError(str(exc)) from None
+        bad_hosts = [m for m in machines if m.host.startswith("-")]
+        for m in bad_hosts:
+            # It would reach ssh's and git's command lines as an option.
+            ctx.log(f"  {m.name}: unavailable: host {m.host!r} must not start with '-'")
+        machines = [m for m in machines if m not in bad_hosts]
         session = SshSession.create()
+        executors: list[RemoteExecutor] = []
+
+        def close_all() -> None:
+            """Every worker told to quit and every connection closed, in parallel, bounded."""
+            quitters = [threading.Thread(target=ex.abort, daemon=True) for ex in executors]
+            for t in quitters:
+                t.start()
+            deadline = time.monotonic() + QUIT_SECONDS
+            for t in quitters:
+                t.join(max(0.0, deadline - time.monotonic()))
+            for ex in executors:
+                ex.join(max(0.0, deadline - time.monotonic()))
+            if ctx.stop.is_set() or all(not ex._thread.is_alive() for ex in executors):
+                session.close()
+
+        ctx.closers.append(close_all)
         statuses = probe_machines(machines, session, progress=ctx.log)
         available = []
         for status in statuses:
@@ -255,26 +349,15 @@ def remote_starter(settings: Settings, toolchains: Toolchains
             else:
                 ctx.log(f"  {status.name}: unavailable: {status.reason}")
         if not available:
-            session.close()
             if args.no_local:
                 raise PlanError("No machines available: " + "; ".join(
                     f"{s.name}: {s.reason}" for s in statuses))
             ctx.log("No machines available: building everything locally")
             return []
         tip, hashes = _push_tip(ctx.plan)
-        executors = [RemoteExecutor(s, ctx, session, settings, tip, hashes) for s in available]
+        executors += [RemoteExecutor(s, ctx, session, settings, tip, hashes) for s in available]
         ctx.log(f"Starting workers on {len(executors)} machines: "
                 + ", ".join(e.name for e in executors))
-
-        def close_all() -> None:
-            for ex in executors:
-                ex.abort()
-            for ex in executors:
-                ex.join(QUIT_SECONDS)
-            if ctx.stop.is_set() or all(not ex._thread.is_alive() for ex in executors):
-                session.close()
-
-        ctx.closers.append(close_all)
         ctx.remote_executors = executors
         return executors
 

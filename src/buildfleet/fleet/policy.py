@@ -461,6 +461,14 @@ class CostAwarePolicy(FifoPolicy):
         self._tick(now)
         if not self.usable(name) or not self.pending:
             return None
+        if self._fastest(name):
+            # The plan below would give it the first board it can build: its
+            # first slot is free now, nobody else's is earlier, nobody is faster.
+            for i, target in enumerate(self.pending):
+                if self.buildable_by(name, target):
+                    del self.pending[i]
+                    return self._assign(name, target, now)
+            return None
         plan = self._slot_plan(now, asker=name)
         speeds = {n: s.speed for n, s in self.executors.items()}
         for i, target in enumerate(self.pending):
@@ -547,6 +555,19 @@ class CostAwarePolicy(FifoPolicy):
         if end > now:
             return end
         return now + 0.5 * (now - start) + 1e-6
+
+    def _fastest(self, name: str) -> bool:
+        """True if no usable executor is faster than ``name`` (O(executors), no plan).
+
+        Then :meth:`take` need not plan: every slot time in the plan is ``now``
+        or later and the asker's first slot is ``now``, so the asker finishes
+        any board no later than anyone else would and takes the first one it
+        can build, exactly as the full plan decides.
+        """
+        if self.margin < 0:
+            return False
+        speed = self.executors[name].speed
+        return all(s.speed <= speed for s in self.executors.values() if not s.quarantined)
 
     def _slot_plan(self, now: float, asker: str) -> dict[str, list[float]]:
         """Per usable executor, a heap of the times its slots become free."""

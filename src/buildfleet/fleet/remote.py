@@ -99,9 +99,12 @@ class RemoteDispatcher:
                  sequences: list[int], take: Callable[[bool], BuildJob | None],
                  accept: Callable[[BuildResult], bool], finished: Callable[[str], None],
                  stop: threading.Event, log: Callable[[str], None],
-                 lost: Callable[[str, str], None] | None = None) -> None:
+                 lost: Callable[[str, str], None] | None = None,
+                 late: Callable[[BuildResult], None] | None = None) -> None:
         """``lost(target, reason)``: the worker gave ``target`` up for an infrastructure
-        reason (``infra_error``); the board goes back to the pool, nothing is written."""
+        reason (``infra_error``); the board goes back to the pool, nothing is written.
+        ``late(result)``: a result of a cancelled (lost hedge) copy; never written, but
+        the sink can still compare it with the winner's (reproducibility check)."""
         self.name = name
         self.session = session
         self.max_boards = max(1, max_boards)
@@ -113,6 +116,7 @@ class RemoteDispatcher:
         self.stop = stop
         self.log = log
         self.lost = lost
+        self.late = late
         self.in_flight: dict[str, set[int]] = {}
         self._dropped: set[str] = set()
         self.stats = RemoteStats()
@@ -184,8 +188,11 @@ class RemoteDispatcher:
             raise WorkerLost(f"build_result for unknown commit index {index}")
         result.sequence = self.sequences[index]
         with self._cancel_lock:
-            if result.target in self._cancelled:
-                return  # a copy that lost the race: its results no longer count
+            cancelled = result.target in self._cancelled
+        if cancelled:
+            if self.late is not None and not result.infra_error:
+                self.late(result)
+            return  # a copy that lost the race: its results no longer count
         if result.target in self._dropped:
             return  # given up after an infrastructure failure: the rest is moot
         waiting = self.in_flight.get(result.target)
@@ -222,6 +229,29 @@ class RemoteDispatcher:
             pass
         if self.lost is not None:
             self.lost(target, reason)
+
+    def build_done(self, timeout: float) -> dict[str, Any]:
+        """Send ``build_done`` and wait for its reply.
+
+        Results of cancelled (lost hedge) or dropped copies may still be in
+        the pipe: they are handled as during the build (``late`` compares the
+        former), not taken for protocol errors.
+        """
+        self.session.channel.send({"cmd": "build_done"})
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerLost(f"no 'build_done' within {timeout:g} s")
+            try:
+                msg = self.session.channel.recv(min(left, self.session.liveness))
+            except ChannelError as exc:
+                raise WorkerLost(str(exc)) from None
+            except ProtocolError as exc:
+                raise WorkerLost(str(exc)) from None
+            if msg.get("resp") == "build_done":
+                return msg
+            self._handle(msg)
 
     def close_busy(self) -> None:
         if self._busy_since is not None:

@@ -2,7 +2,9 @@
 
 It accepts a result only from the executor that currently owns the board (a
 worker that was given up on may still send late results: those are dropped),
-writes it once through the output-tree writer, and counts it.
+writes it once through the output-tree writer, and counts it. A copy that is
+not written (a duplicate, a hedged copy that lost, a late one) is first
+compared with the written one's image hashes: the reproducibility check.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import threading
 from collections.abc import Callable
 
 from buildfleet.fleet.pool import JobPool
-from buildfleet.model import BuildResult
+from buildfleet.model import IMAGE_HASHES, BuildResult
 from buildfleet.results.progress import Progress, RunCounts
+from buildfleet.results.reproducibility import ReproCheck
 from buildfleet.results.writer import ResultWriter, UnsafeResult
 
 
@@ -28,7 +31,19 @@ class ResultSink:
         self.log = log or progress.message
         self.discarded = 0
         self.reconfig = 0
+        self.repro = ReproCheck()
         self._lock = threading.Lock()
+
+    def check(self, result: BuildResult) -> None:
+        """Compare a copy that will not be written with the written one, if any."""
+        other = result.files.get(IMAGE_HASHES)
+        if other is None:
+            return
+        written = self.writer.written_hashes(result.target, result.sequence)
+        if written is None:
+            return
+        self.repro.compare(result.target, result.sequence, written[0], written[1],
+                           other, result.host)
 
     def accept(self, executor: str, result: BuildResult) -> bool:
         """Take one result from ``executor``; False if it was late or a duplicate.
@@ -37,6 +52,7 @@ class ResultSink:
         would leave the output tree: the executor that sent it is not trusted.
         """
         if not self.pool.owns(executor, result.target):
+            self.check(result)  # compared, never written
             with self._lock:
                 self.discarded += 1
             return False
@@ -51,6 +67,7 @@ class ResultSink:
             self.log(f"Cannot write result of {result.target}: {exc}")
             return False
         if path is None:
+            self.check(result)
             with self._lock:
                 self.discarded += 1
             return False

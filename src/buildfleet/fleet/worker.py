@@ -54,11 +54,38 @@ from buildfleet.fleet.workertools import (
     load_toolchains,
     parse_flags,
 )
+from buildfleet.gitutil import GitError
 from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult, Commit
 from buildfleet.results.paths import is_safe_name
 
 INFRA_RC = 1
 SHUTDOWN_GRACE = 3.0
+# A failed build with one of these in its output failed for the machine, not the code.
+NO_SPACE_MARKERS = ("No space left on device", "Disk quota exceeded")
+# Below this much free space in the work directory a failed build is blamed on the disk.
+MIN_FREE_BYTES = 1 << 20
+
+
+def infra_reason(result: BuildResult, work_path: Path | None) -> str | None:
+    """Why a failed ``result`` is the machine's fault (out of disk), or None.
+
+    Such a result must not be written as a build failure: the boss builds the
+    board elsewhere. A compiler error is never classified here.
+    """
+    if result.return_code == 0:
+        return None
+    text = result.stderr + result.stdout
+    for marker in NO_SPACE_MARKERS:
+        if marker in text:
+            return f"out of disk space ({marker})"
+    if work_path is not None:
+        try:
+            st = os.statvfs(work_path)
+        except OSError:
+            return None
+        if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+            return f"out of disk space ({st.f_bavail * st.f_frsize} bytes free)"
+    return None
 
 
 class _Terminate(BaseException):
@@ -335,8 +362,11 @@ class Worker:
             return
         except Exception as exc:  # noqa: BLE001 - one board must not end the worker
             self.log(f"W: board {target} crashed: {exc}\n{traceback.format_exc()}")
-            with self.lock:
-                self.exceptions += 1
+            if not isinstance(exc, OSError | GitError):
+                # A disk or git failure is the machine's: the boss rebuilds the board
+                # elsewhere, so it is not a thread exception of this run.
+                with self.lock:
+                    self.exceptions += 1
             for commit in run.job.commits:
                 if commit.sequence not in run.sent:
                     self._sink(run, BuildResult(target, commit.sequence, INFRA_RC,
@@ -349,6 +379,8 @@ class Worker:
         return make_jobs(self.nthreads, self.max_boards, len(self.running))
 
     def _sink(self, run: _Running, result: BuildResult) -> None:
+        if result.infra_error is None:
+            result.infra_error = infra_reason(result, self.work.path if self.work else None)
         with self.lock:
             if run.stop.is_set() or self.closing:
                 return

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.text import Text
 
 PLAIN_INTERVAL = 10.0
+LIVE_REFRESH_HZ = 10.0
 
 
 @dataclass
@@ -75,8 +76,10 @@ class Progress:
         self._live: Live | None = None
         self._line = ""
         if self.tty:
-            self._live = Live(Text(""), console=Console(file=self.out), auto_refresh=False,
-                              transient=True)
+            # Redrawn by rich's own thread a few times a second: results can
+            # arrive thousands a second, far faster than a terminal can show.
+            self._live = Live(Text(""), console=Console(file=self.out), auto_refresh=True,
+                              refresh_per_second=LIVE_REFRESH_HZ, transient=True)
             self._live.start()
 
     def _eta(self, remaining: int) -> str:
@@ -119,7 +122,7 @@ class Progress:
                 machines = self.machines_line()
                 if machines:
                     text.append("\n" + machines, style="cyan")
-                self._live.update(text, refresh=True)
+                self._live.update(text, refresh=False)
             elif now - self._last_plain >= PLAIN_INTERVAL:
                 self._last_plain = now
                 machines = self.machines_line()

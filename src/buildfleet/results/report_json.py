@@ -28,6 +28,7 @@ from buildfleet.results.collect import (
 from buildfleet.results.errlines import split_errors_warnings
 from buildfleet.results.outcome import Outcome, StoredResult
 from buildfleet.results.paths import commit_dir_name
+from buildfleet.results.reproducibility import load_reproducibility
 
 SCHEMA_NAME = "buildfleet-report"
 SCHEMA_VERSION = 1
@@ -120,6 +121,7 @@ def build_report(base: Path, commits: list[Commit], boards: list[Board],
         results.extend(_result_entry(b, commit, cur.results.get(b.target)) for b in boards)
         prev = cur
     statuses = [r["status"] for r in results]
+    repro = load_reproducibility(base)  # hedged copies compared by the run that built base
     return {
         "schema": SCHEMA_NAME,
         "version": SCHEMA_VERSION,
@@ -130,6 +132,7 @@ def build_report(base: Path, commits: list[Commit], boards: list[Board],
             "output_dir": str(base),
             "current_source": all(c.is_current_source for c in commit_list),
             "counts": {s: statuses.count(s) for s in ("ok", "warning", "error", "not-built")},
+            **({"reproducibility": repro} if repro is not None else {}),
             **(extra or {}),
         },
         "boards": [{"target": b.target, "arch": b.arch, "cpu": b.cpu, "soc": b.soc,

@@ -1,0 +1,212 @@
+"""The one builder: ONE board through a list of commits, in one slot.
+
+Local slots and remote workers run this same code; only the sink differs
+(the output-tree writer here, the protocol on a worker). It never writes into
+the output tree and never decides what needs building: the job it gets holds
+exactly the commits to build, so its first commit is always configured.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buildfleet import gitutil
+from buildfleet.build import capture
+from buildfleet.build.makecmd import STALE_ELFS, build_targets, common_args
+from buildfleet.build.workspace import Slot, claim_out_dir, prepare_slots, wipe_out_dir
+from buildfleet.model import BuildFlags, BuildJob, BuildResult, Commit
+from buildfleet.toolchains import Toolchain, ToolchainError, Toolchains
+
+__all__ = ["Builder", "BuildInterrupted", "Slot", "prepare_slots"]
+
+POLL_SECONDS = 0.2
+TOOLCHAIN_ERROR_RC = 10
+Sink = Callable[[BuildResult], object]
+
+
+class BuildInterrupted(Exception):
+    """The slot was told to stop; the board's unfinished commit has no result."""
+
+
+@dataclass
+class MakeOutcome:
+    return_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    commands: list[str] = field(default_factory=list)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_make(argv: list[str], cwd: Path, env: dict[str, str],
+             stop: threading.Event) -> tuple[int, str, str]:
+    """Run one make in its own process group, stdin closed; kill the group on stop."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    out = err = b""
+    while True:
+        try:
+            out, err = proc.communicate(timeout=POLL_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            if stop.is_set():
+                _kill_group(proc)
+                proc.communicate()
+                raise BuildInterrupted() from None
+    return (proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+
+def env_file(env: dict[str, str]) -> bytes:
+    return "".join(f'{k}="{v}"' for k, v in sorted(env.items())).encode()
+
+
+_DIAG_SOURCE_RE = re.compile(r"^([^\s:]+\.[cS]):\d+:(?:\d+:)? (?:warning|error):", re.M)
+
+
+def forget_objects(out_dir: Path | None, source_dir: Path, stderr: str) -> None:
+    """Delete the objects of source files that produced diagnostics.
+
+    An incremental build does not recompile an unchanged file, so its warning
+    would vanish from the next commit's result and the summary would call it
+    fixed. Removing its object makes make compile it again, so a warning
+    persists for exactly as long as its cause does.
+    """
+    root = out_dir if out_dir is not None else source_dir
+    for match in _DIAG_SOURCE_RE.finditer(stderr):
+        rel = Path(match.group(1))
+        if rel.is_absolute() or ".." in rel.parts:
+            continue
+        (root / rel.with_suffix(".o")).unlink(missing_ok=True)
+
+
+def config_changed(worktree: Path, old: str, new: str, target: str) -> bool:
+    """Did Kconfig or this board's defconfig change between two commits?"""
+    for name in gitutil.changed_files(worktree, old, new):
+        base = name.rsplit("/", 1)[-1]
+        if base.startswith("Kconfig") or name == f"configs/{target}_defconfig":
+            return True
+    return False
+
+
+class Builder:
+    """Builds boards; one instance is shared by all slots of a machine."""
+
+    def __init__(self, flags: BuildFlags, toolchains: Toolchains, host: str = "",
+                 kconfig_check: bool = True) -> None:
+        self.flags = flags
+        self.toolchains = toolchains
+        self.host = host
+        self.kconfig_check = kconfig_check
+
+    def build(self, job: BuildJob, slot: Slot, make_jobs: Callable[[], int], sink: Sink,
+              stop: threading.Event) -> None:
+        """Build ``job``'s commits in order, handing each result to ``sink``."""
+        board = job.board
+        try:
+            tc = self.toolchains.select(board.arch)
+        except ToolchainError as exc:
+            for commit in job.commits:
+                sink(BuildResult(board.target, commit.sequence, TOOLCHAIN_ERROR_RC,
+                                 stderr=f"Tool chain error for {board.arch}: {exc}\n",
+                                 host=self.host))
+            return
+        env = tc.make_env(os.environ, full_path=self.flags.full_path,
+                          override_cc=self.flags.override_toolchain)
+        out_dir = None if self.flags.in_tree else slot.out_dir(board.target,
+                                                              self.flags.per_board_out_dir)
+        if out_dir is not None:
+            if self.flags.force_build:
+                wipe_out_dir(out_dir, board.target)
+            else:
+                claim_out_dir(out_dir, board.target)
+        need_config = True
+        previous: str | None = None
+        for commit in job.commits:
+            if stop.is_set():
+                raise BuildInterrupted()
+            start = time.monotonic()
+            if slot.checkout and commit.hash is not None:
+                gitutil.checkout(slot.source_dir, commit.hash)
+            configure = need_config or self.flags.force_reconfig
+            if (not configure and self.kconfig_check and previous and commit.hash
+                    and config_changed(slot.source_dir, previous, commit.hash, board.target)):
+                configure = True
+            outcome = self._build_commit(board.target, slot, out_dir, env, make_jobs(),
+                                         configure, self.flags.mrproper, stop)
+            if (outcome.return_code != 0 and not configure and not self.flags.quick
+                    and not self.flags.mrproper):
+                mrproper = self.flags.fallback_mrproper
+                outcome = self._build_commit(board.target, slot, out_dir, env, make_jobs(),
+                                             True, mrproper, stop)
+            need_config = outcome.return_code != 0
+            if outcome.stderr:
+                forget_objects(out_dir, slot.source_dir, outcome.stderr)
+            previous = commit.hash
+            sink(self._result(board.target, commit, tc, env, out_dir or slot.source_dir,
+                              outcome, time.monotonic() - start, slot))
+
+    def _build_commit(self, target: str, slot: Slot, out_dir: Path | None, env: dict[str, str],
+                      jobs: int, configure: bool, mrproper: bool,
+                      stop: threading.Event) -> MakeOutcome:
+        args = common_args(self.flags, out_dir, jobs, target)
+        result = MakeOutcome()
+        config_out = ""
+
+        def make(extra: list[str]) -> tuple[int, str, str]:
+            argv = ["make", *args, *extra]
+            result.commands.append(" ".join(argv))
+            return run_make(argv, slot.source_dir, env, stop)
+
+        if configure:
+            if out_dir is not None:
+                for elf in STALE_ELFS:
+                    (out_dir / elf).unlink(missing_ok=True)
+            if mrproper:
+                rc, out, err = make(["mrproper"])
+                config_out += out
+                result.stderr += err
+            rc, out, err = make([f"{target}_defconfig"])
+            config_out += out
+            result.stderr += err
+            result.return_code = rc
+        if result.return_code == 0:
+            rc, out, err = make(build_targets(self.flags))
+            result.return_code = rc
+            result.stdout = out
+            result.stderr += err
+            if rc == 2 and "Some images are invalid" in err:
+                result.return_code = 0
+        if self.flags.verbose_build:
+            result.stdout = config_out + "".join(c + "\n" for c in result.commands) + result.stdout
+        prefix = f"{slot.source_dir}/"
+        result.stderr = result.stderr.replace(prefix, "")
+        return result
+
+    def _result(self, target: str, commit: Commit, tc: Toolchain, env: dict[str, str],
+                out_dir: Path, outcome: MakeOutcome, duration: float, slot: Slot) -> BuildResult:
+        files: dict[str, bytes] = {
+            "toolchain": tc.toolchain_file(outcome.return_code).encode(),
+            "out-env": env_file(env),
+            "out-cmd": "".join(c + "\n" for c in outcome.commands).encode(),
+        }
+        tools = {name: tc.tool(name) for name in ("nm", "objdump", "objcopy")}
+        files.update(capture.capture_images(out_dir, tools, env))
+        files.update(capture.capture_configs(out_dir))
+        if self.flags.keep_outputs:
+            files.update(capture.capture_kept_outputs(out_dir))
+        return BuildResult(target, commit.sequence, outcome.return_code, outcome.stdout,
+                           outcome.stderr, duration, self.host, files)

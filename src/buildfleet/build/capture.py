@@ -1,0 +1,190 @@
+"""Gather the files a finished build leaves in buildman's output tree.
+
+Everything is read into ``BuildResult.files`` (name → bytes) instead of
+being written in place, so that one writer puts local and remote results
+into the tree alike, and a worker can send exactly what a local slot keeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.constants import SH_FLAGS
+from elftools.elf.elffile import ELFFile
+
+from buildfleet.model import IMAGE_HASHES
+
+ELF_IMAGES = ("u-boot", "spl/u-boot-spl", "tpl/u-boot-tpl")
+TOOL_TIMEOUT = 60.0
+_FILE_FORMAT_RE = re.compile(rb"file format ([A-Za-z0-9_.-]+)")
+
+# (path under O=, name in the result directory)
+CONFIG_COPIES = (
+    ("u-boot.cfg", "u-boot.cfg"),
+    ("spl/u-boot-spl.cfg", "u-boot-spl.cfg"),
+    ("tpl/u-boot-tpl.cfg", "u-boot-tpl.cfg"),
+    (".config", ".config"),
+    ("spl/.config", ".config-spl"),
+    ("tpl/.config", ".config-tpl"),
+    ("include/autoconf.mk", "autoconf.mk"),
+    ("spl/include/autoconf.mk", "autoconf-spl.mk"),
+    ("tpl/include/autoconf.mk", "autoconf-tpl.mk"),
+    ("include/generated/autoconf.h", "autoconf.h"),
+    ("spl/include/generated/autoconf.h", "autoconf-spl.h"),
+    ("tpl/include/generated/autoconf.h", "autoconf-tpl.h"),
+)
+
+KEEP_PATTERNS = ("u-boot*", "*.map", "MLO", "SPL", "include/autoconf.mk", "spl/u-boot-spl*",
+                 "tpl/u-boot-tpl*", "vpl/u-boot-vpl*", "*.bin", "*.rom", "*.itb", "*.img")
+
+
+def elf_sizes(path: Path) -> tuple[int, int, int, int] | None:
+    """(text, data, bss, rodata) of an ELF, counted as GNU size's Berkeley format does."""
+    try:
+        with path.open("rb") as fh:
+            elf = ELFFile(fh)
+            text = data = bss = rodata = 0
+            for sec in elf.iter_sections():
+                flags = sec["sh_flags"]
+                if not flags & SH_FLAGS.SHF_ALLOC:
+                    continue
+                size = sec["sh_size"]
+                if sec.name == ".rodata":
+                    rodata = size
+                if flags & SH_FLAGS.SHF_EXECINSTR or not flags & SH_FLAGS.SHF_WRITE:
+                    text += size
+                elif sec["sh_type"] != "SHT_NOBITS":
+                    data += size
+                else:
+                    bss += size
+            return text, data, bss, rodata
+    except (OSError, ELFError):
+        return None
+
+
+UNHASHED = frozenset({".note.gnu.build-id"})
+
+
+def image_hash(path: Path) -> str:
+    """SHA-256 of what an ELF image loads: its allocated sections, with addresses.
+
+    Debug sections are left out on purpose: they record the build directory,
+    which differs between slots and machines by design, so a whole-file hash
+    would call every pair of copies different. So is a GNU build-id note, a
+    checksum of the whole file (debug info included). The loaded bytes are what
+    ``u-boot.bin`` is made of. A file that is not a readable ELF is hashed whole.
+    """
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            elf = ELFFile(fh)
+            for sec in elf.iter_sections():
+                if not sec["sh_flags"] & SH_FLAGS.SHF_ALLOC or sec.name in UNHASHED:
+                    continue
+                digest.update(f"{sec.name}\0{sec['sh_addr']:x}\0{sec['sh_size']:x}\0".encode())
+                if sec["sh_type"] != "SHT_NOBITS":
+                    digest.update(sec.data())
+            return digest.hexdigest()
+    except ELFError:
+        pass
+    except OSError:
+        return ""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def sizes_line(image: str, sizes: tuple[int, int, int, int]) -> str:
+    text, data, bss, rodata = sizes
+    dec = text + data + bss
+    return f"{text:7d}\t{data:7d}\t{bss:7d}\t{dec:7d}\t{dec:7x}\t{image} {rodata:x}"
+
+
+def _run_tool(argv: list[str], cwd: Path, env: Mapping[str, str]) -> bytes | None:
+    try:
+        proc = subprocess.run(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=TOOL_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _nm_target(objdump: bytes | None) -> list[str]:
+    """``--target=<bfd name>`` for nm, from the format ``objdump -h`` reported.
+
+    Without it nm probes every format, which makes binutils load its linker
+    plugins (LLVMgold pulls in all of libLLVM): 25 ms per call instead of 3,
+    for the same output. A linked image is never LTO bitcode, so naming its
+    format loses nothing.
+    """
+    match = _FILE_FORMAT_RE.search(objdump or b"")
+    return [f"--target={match.group(1).decode()}"] if match else []
+
+
+def capture_images(out_dir: Path, tool: Mapping[str, str],
+                   env: Mapping[str, str]) -> dict[str, bytes]:
+    """``sizes``, ``<elf>.sizes``, ``<elf>.objdump`` and ``uboot.env`` for the ELFs present.
+
+    Plus buildfleet's own ``images.sha256`` (``<sha256>  <image>`` per image,
+    see :func:`image_hash`), for comparing two copies of the same result.
+    """
+    files: dict[str, bytes] = {}
+    lines = []
+    hashes = []
+    for image in ELF_IMAGES:
+        path = out_dir / image
+        if not path.is_file():
+            continue
+        sizes = elf_sizes(path)
+        if sizes is not None:
+            lines.append(sizes_line(image, sizes))
+        digest = image_hash(path)
+        if digest:
+            hashes.append(f"{digest}  {image}\n")
+        stem = image.replace("/", "-")
+        objdump = _run_tool([tool["objdump"], "-h", image], out_dir, env)
+        if objdump is not None:
+            files[f"{stem}.objdump"] = objdump
+        target = _nm_target(objdump)
+        nm = _run_tool([tool["nm"], *target, "--size-sort", image], out_dir, env)
+        if nm is None and target:  # an nm that does not know objdump's name for it
+            nm = _run_tool([tool["nm"], "--size-sort", image], out_dir, env)
+        if nm is not None:
+            files[f"{stem}.sizes"] = nm
+    if lines:
+        files["sizes"] = ("\n".join(lines) + "\n").encode()
+    if hashes:
+        files[IMAGE_HASHES] = "".join(hashes).encode()
+    if (out_dir / "env" / "built-in.a").is_file():
+        env_file = out_dir / "uboot.env"
+        env_file.unlink(missing_ok=True)
+        _run_tool([tool["objcopy"], "-O", "binary", "-j", ".rodata.default_environment",
+                   "env/built-in.a", "uboot.env"], out_dir, env)
+        if env_file.is_file():
+            files["uboot.env"] = env_file.read_bytes()
+    return files
+
+
+def capture_configs(out_dir: Path) -> dict[str, bytes]:
+    files = {}
+    for rel, name in CONFIG_COPIES:
+        path = out_dir / rel
+        if path.is_file():
+            files[name] = path.read_bytes()
+    return files
+
+
+def capture_kept_outputs(out_dir: Path) -> dict[str, bytes]:
+    """``-k``: the binaries, flattened to their base names."""
+    files: dict[str, bytes] = {}
+    for pattern in KEEP_PATTERNS:
+        for path in sorted(out_dir.glob(pattern)):
+            if path.is_file():
+                files.setdefault(path.name, path.read_bytes())
+    return files

@@ -1,0 +1,38 @@
+"""make's command line for a board, from the build flags, as buildman forms it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from buildfleet.model import BuildFlags
+
+STALE_ELFS = ("u-boot", "spl/u-boot-spl", "tpl/u-boot-tpl")
+
+
+def common_args(flags: BuildFlags, out_dir: Path | None, jobs: int, target: str) -> list[str]:
+    """Arguments every make call of a board gets, in buildman's order."""
+    args: list[str] = []
+    if out_dir is not None:
+        args.append(f"O={out_dir}")
+    args.append("V=1" if flags.verbose_build else "-s")
+    args += [f"-j{jobs}", f"NPROC={jobs}"]
+    if flags.warnings_as_errors:
+        args += ["KCFLAGS=-Werror", "HOSTCFLAGS=-Werror"]
+    if flags.allow_missing:
+        args.append("BINMAN_ALLOW_MISSING=1")
+    if flags.no_lto:
+        args.append("NO_LTO=1")
+    if flags.reproducible_builds:
+        args.append("SOURCE_DATE_EPOCH=0")
+    args += flags.make_flags.get(target, [])
+    if flags.override_toolchain:
+        args += [f"HOSTCC={flags.override_toolchain}", f"CC={flags.override_toolchain}"]
+    return args
+
+
+def build_targets(flags: BuildFlags) -> list[str]:
+    if flags.config_only:
+        return ["cfg"]
+    if flags.make_target:
+        return [flags.make_target]
+    return []

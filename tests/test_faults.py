@@ -1,0 +1,236 @@
+"""Fault injection over the real-sshd harness: nothing lost, nothing written twice, nothing left.
+
+Each case starts a real distributed run (two loopback machines plus local
+slots), breaks one machine at the moment it has delivered its first result,
+and then checks the three promises of issue 8: the output tree equals a clean
+local build (done, err and sizes of every board x commit, exactly one result
+each), the run says what happened, and no process of the machine users is
+left behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from faultkit import (
+    Tree,
+    assert_same_tree,
+    demo_and_reference,
+    hosts_in,
+    kill,
+    read_tree,
+    sigcont_all,
+    sshd_session_pids,
+    start_dist,
+    wait_no_processes,
+    worker_pids,
+)
+from sshd_harness import SshdHarness
+
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+
+BOARDS = 10
+LIVENESS = "4"
+ENV = {"BUILDFLEET_LIVENESS_SECONDS": LIVENESS}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Tree]:
+    """A demo tree and the output tree of a clean local build of its branch."""
+    return demo_and_reference(tmp_path_factory.mktemp("faults"), BOARDS)
+
+
+@pytest.fixture()
+def fleet(sshd_harness: SshdHarness) -> Iterator[SshdHarness]:
+    """The harness; after the test, nothing may run as a machine user."""
+    users = [m.user for m in sshd_harness.reachable if m.user]
+    yield sshd_harness
+    sigcont_all(users)
+    left = wait_no_processes(users, timeout=20)
+    assert not left, f"processes left on the machines: {left}"
+
+
+def _users(h: SshdHarness) -> list[str]:
+    return [m.user for m in h.reachable if m.user]
+
+
+def _alpha(h: SshdHarness) -> tuple[str, str]:
+    m = h.reachable[0]
+    assert m.user is not None
+    return m.name, m.user
+
+
+def _run_with_fault(demo: tuple[Path, Tree], h: SshdHarness, out: Path, fault: str,
+                    *extra: str) -> tuple[int, str, str]:
+    """Run over both machines; when the first one has a result, apply ``fault`` to it."""
+    tree, _ = demo
+    name, user = _alpha(h)
+    run = start_dist(tree, out, h.settings_file, "--use-machines",
+                     ",".join(m.name for m in h.reachable), *extra, env=ENV)
+    assert run.wait_for_host(name), "the machine never delivered a result"
+    if fault == "sigkill":
+        pids = worker_pids(user)
+        assert pids, "no worker process found"
+        kill(pids, signal.SIGKILL)
+    elif fault == "sigstop":
+        pids = worker_pids(user)
+        assert pids, "no worker process found"
+        kill(pids, signal.SIGSTOP)
+    elif fault == "cut":
+        pids = sshd_session_pids(user)
+        assert pids, "no sshd session process found"
+        kill(pids, signal.SIGKILL)
+    rc, stdout, stderr = run.wait()
+    return rc, stdout, stderr
+
+
+@pytest.mark.parametrize("fault", ["sigkill", "cut", "sigstop"])
+def test_lost_worker_costs_nothing(demo: tuple[Path, Tree], fleet: SshdHarness,
+                                   tmp_path: Path, fault: str) -> None:
+    out = tmp_path / "out"
+    rc, stdout, stderr = _run_with_fault(demo, fleet, out, fault)
+    name, _ = _alpha(fleet)
+    assert rc == 100, stdout + stderr  # the demo branch has real build errors
+    assert f"Worker failed on {name}" in stdout, stdout
+    if fault == "sigstop":
+        assert f"no message for {LIVENESS} s" in stdout or "no message" in stdout, stdout
+    assert_same_tree(read_tree(out / "demo"), demo[1])
+    assert "Not built" not in stdout
+
+
+def test_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree], fleet: SshdHarness,
+                                                tmp_path: Path) -> None:
+    """The machine's work directory fills up mid-run: its boards are built elsewhere,
+    and no 'No space left on device' reaches the output tree as a build failure."""
+    tree, want = demo
+    name, user = _alpha(fleet)
+    m = fleet.reachable[0]
+    work = m.home / ".buildfleet-worker"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(work)], check=True)
+    try:
+        shutil.chown(work, user, user)
+        out = tmp_path / "out"
+        run = start_dist(tree, out, fleet.settings_file, "--use-machines",
+                         ",".join(x.name for x in fleet.reachable), env=ENV)
+        assert run.wait_for_host(name)
+        with open(work / "fill", "wb") as f:  # noqa: PTH123 - fill until ENOSPC
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        rc, stdout, stderr = run.wait()
+        assert rc == 100, stdout + stderr
+        assert "infrastructure" in stdout or f"Worker failed on {name}" in stdout, stdout
+        got = read_tree(out / "demo")
+        assert_same_tree(got, want)
+        assert not [e for e in (out / "demo").glob("*/*/err") if "No space" in e.read_text()]
+    finally:
+        sigcont_all(_users(fleet))
+        wait_no_processes([user], timeout=20)
+        subprocess.run(["umount", str(work)], check=False, capture_output=True)
+        if subprocess.run(["mountpoint", "-q", str(work)], check=False).returncode == 0:
+            subprocess.run(["umount", "-l", str(work)], check=False)
+
+
+def test_garbage_and_banner_on_stdout_are_ignored(demo: tuple[Path, Tree], fleet: SshdHarness,
+                                                  tmp_path: Path) -> None:
+    """A login banner in ~/.bashrc and a worker wrapper that prints junk before and
+    while the protocol runs: the machine still builds, every result is right."""
+    tree, want = demo
+    name, user = _alpha(fleet)
+    m = fleet.reachable[0]
+    pyz = _shipped_pyz(fleet, tree, tmp_path)
+    bashrc = m.home / ".bashrc"
+    old = bashrc.read_text() if bashrc.exists() else None
+    bashrc.write_text('echo "Welcome to $(hostname)! Unauthorised access prohibited"\n'
+                      + (old or ""))
+    wrapper = m.home / "bf worker;x"  # a path that needs quoting, too
+    wrapper.write_text("#!/bin/sh\necho 'junk line'\nprintf '\\001\\002\\377 garbage\\n'\n"
+                       "echo 'BM>no space, not a message'\n"
+                       f"exec python3 {pyz} \"$@\"\n")
+    wrapper.chmod(0o755)
+    shutil.chown(wrapper, user, user)
+    try:
+        out = tmp_path / "out"
+        run = start_dist(tree, out, fleet.settings_file, "--use-machines", name,
+                         "--machines-buildman-path", str(wrapper), env=ENV)
+        rc, stdout, stderr = run.wait()
+        assert rc == 100, stdout + stderr
+        assert "Worker failed" not in stdout, stdout
+        assert hosts_in(out / "demo").get(name), stdout
+        assert_same_tree(read_tree(out / "demo"), want)
+    finally:
+        if old is None:
+            bashrc.unlink()
+        else:
+            bashrc.write_text(old)
+        wrapper.unlink()
+
+
+def _shipped_pyz(h: SshdHarness, tree: Path, tmp_path: Path) -> str:
+    """The zipapp a normal run ships to the first machine (ship it once if needed)."""
+    m = h.reachable[0]
+    found = sorted((m.home / ".buildfleet-worker" / ".tool").glob("*.pyz"),
+                   key=lambda p: p.stat().st_mtime)
+    if not found:
+        run = start_dist(tree, tmp_path / "ship", h.settings_file, "--use-machines", m.name,
+                         "--no-local", env=ENV)
+        run.wait()
+        found = sorted((m.home / ".buildfleet-worker" / ".tool").glob("*.pyz"),
+                       key=lambda p: p.stat().st_mtime)
+    assert found
+    return str(found[-1])
+
+
+def test_sigint_stops_everything_and_a_rerun_completes(demo: tuple[Path, Tree],
+                                                       fleet: SshdHarness,
+                                                       tmp_path: Path) -> None:
+    tree, want = demo
+    name, _ = _alpha(fleet)
+    out = tmp_path / "out"
+    run = start_dist(tree, out, fleet.settings_file, "--use-machines",
+                     ",".join(m.name for m in fleet.reachable), env=ENV)
+    assert run.wait_for_host(name)
+    sent = time.monotonic()
+    run.proc.send_signal(signal.SIGINT)
+    rc, stdout, stderr = run.wait(timeout=30)
+    took = time.monotonic() - sent
+    assert rc == 130, stdout + stderr
+    assert took < 10, f"took {took:.1f} s to stop"
+    left = wait_no_processes(_users(fleet), timeout=5)
+    assert not left, f"left running after Ctrl-C: {left}"
+    partial = read_tree(out / "demo")  # every result directory complete
+    assert 0 < len(partial) < len(want)
+    for key, outcome in partial.items():
+        assert outcome == want[key]
+    rerun = start_dist(tree, out, fleet.settings_file, "--use-machines",
+                       ",".join(m.name for m in fleet.reachable), env=ENV)
+    rc, stdout, stderr = rerun.wait()
+    assert rc == 100, stdout + stderr
+    assert_same_tree(read_tree(out / "demo"), want)
+
+
+def test_unreachable_machine_at_start(demo: tuple[Path, Tree], fleet: SshdHarness,
+                                      tmp_path: Path) -> None:
+    tree, want = demo
+    offline = [m for m in fleet.machines if m.user is None]
+    assert offline, "the harness has no unreachable machine"
+    out = tmp_path / "out"
+    run = start_dist(tree, out, fleet.settings_file, env=ENV)
+    rc, stdout, stderr = run.wait()
+    assert rc == 100, stdout + stderr
+    assert f"{offline[0].name}: unavailable:" in stdout, stdout
+    assert_same_tree(read_tree(out / "demo"), want)
+    assert hosts_in(out / "demo").get(fleet.reachable[0].name)
