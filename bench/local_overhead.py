@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         print(f"buildfleet (median):      {bf:.2f} s wall, {bf_cpu:.2f} s cpu")
         print(f"plain make loop (median): {plain:.2f} s wall, {plain_cpu:.2f} s cpu")
-        print(f"cpu ratio (buildfleet / plain make loop): {bf_cpu / plain_cpu:.2f}")
+        results = len(tree.boards) * len(setup.hashes)
+        print(f"cpu ratio (buildfleet / plain make loop): {bf_cpu / plain_cpu:.2f} "
+              f"({(bf_cpu - plain_cpu) / results * 1000:.1f} ms cpu per result)")
         print(f"overhead ratio (buildfleet / plain make loop): {bf / plain:.2f}")
     finally:
         if args.keep is None:

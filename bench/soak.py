@@ -88,8 +88,10 @@ def soak(boards: int, commits: int, seed: int, deadline: float, min_gap: float,
         lost = len(set(want) - set(got))
         differ = [k for k in want if k in got and got[k] != want[k]]
         doubled = duplicates(out / "demo")
+        by_host = dict(sorted(hosts_in(out / "demo").items()))
+        by_host["local"] = len(got) - sum(by_host.values())
         summary = [f"buildfleet exit code {rc}; {kills} workers killed; "
-                   f"results by host: {dict(sorted(hosts_in(out / 'demo').items()))}",
+                   f"results by host: {by_host}",
                    *[ln for ln in stdout.splitlines()
                      if ln.startswith(("Worker failed", "Quarantined", "Restarting",
                                        "Completed", "Not built", "Discarded"))]]

@@ -116,6 +116,7 @@ def test_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree], fleet: 
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
+    shutil.chown(work, user, user)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(work)], check=True)
     try:
         shutil.chown(work, user, user)
@@ -142,6 +143,7 @@ def test_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree], fleet: 
         subprocess.run(["umount", str(work)], check=False, capture_output=True)
         if subprocess.run(["mountpoint", "-q", str(work)], check=False).returncode == 0:
             subprocess.run(["umount", "-l", str(work)], check=False)
+        shutil.rmtree(work, ignore_errors=True)  # the next run starts afresh
 
 
 def test_garbage_and_banner_on_stdout_are_ignored(demo: tuple[Path, Tree], fleet: SshdHarness,

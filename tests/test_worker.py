@@ -361,10 +361,11 @@ def _stable_files(result: BuildResult) -> dict[str, bytes]:
     """The files that do not depend on the build directory's path (which differs by design).
 
     ``out-env``/``out-cmd`` name it; objdump's file offsets move with the length
-    of the debug info's directory strings.
+    of the debug info's directory strings. ``images.sha256`` hashes the image,
+    which embeds the build date when built without -r.
     """
     return {k: v for k, v in result.files.items()
-            if k not in ("out-env", "out-cmd") and not k.endswith(".objdump")}
+            if k not in ("out-env", "out-cmd", "images.sha256") and not k.endswith(".objdump")}
 
 
 def local_build(repo: Path, work: Path,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -106,13 +107,37 @@ def sizes_line(image: str, sizes: tuple[int, int, int, int]) -> str:
     return f"{text:7d}\t{data:7d}\t{bss:7d}\t{dec:7d}\t{dec:7x}\t{image} {rodata:x}"
 
 
+class _Tool:
+    """One capture tool, started now and read later, so a result's tools overlap.
+
+    The time limit is a timer that kills the tool, not ``communicate(timeout=)``,
+    which polls the exit with sleeps and adds milliseconds to every call.
+    """
+
+    def __init__(self, argv: list[str], cwd: Path, env: Mapping[str, str]) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        try:
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except OSError:
+            return
+        self.timer = threading.Timer(TOOL_TIMEOUT, self.proc.kill)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def output(self) -> bytes | None:
+        """The tool's stdout, or None if it could not run, failed or timed out."""
+        if self.proc is None:
+            return None
+        try:
+            out, _ = self.proc.communicate()
+        finally:
+            self.timer.cancel()
+        return out if self.proc.returncode == 0 else None
+
+
 def _run_tool(argv: list[str], cwd: Path, env: Mapping[str, str]) -> bytes | None:
-    try:
-        proc = subprocess.run(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=TOOL_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
+    return _Tool(argv, cwd, env).output()
 
 
 def _nm_target(objdump: bytes | None) -> list[str]:
@@ -135,39 +160,46 @@ def capture_images(out_dir: Path, tool: Mapping[str, str],
     see :func:`image_hash`), for comparing two copies of the same result.
     """
     files: dict[str, bytes] = {}
+    images = [image for image in ELF_IMAGES if (out_dir / image).is_file()]
+    # objdump (whose output names the format nm needs) and objcopy run while
+    # the sizes and hashes are read here; then every nm runs at once.
+    objdumps = {image: _Tool([tool["objdump"], "-h", image], out_dir, env) for image in images}
+    env_image = None
+    if (out_dir / "env" / "built-in.a").is_file():
+        env_image = out_dir / "uboot.env"
+        env_image.unlink(missing_ok=True)
+        objcopy = _Tool([tool["objcopy"], "-O", "binary", "-j", ".rodata.default_environment",
+                         "env/built-in.a", "uboot.env"], out_dir, env)
     lines = []
     hashes = []
-    for image in ELF_IMAGES:
-        path = out_dir / image
-        if not path.is_file():
-            continue
-        sizes = elf_sizes(path)
+    for image in images:
+        sizes = elf_sizes(out_dir / image)
         if sizes is not None:
             lines.append(sizes_line(image, sizes))
-        digest = image_hash(path)
+        digest = image_hash(out_dir / image)
         if digest:
             hashes.append(f"{digest}  {image}\n")
-        stem = image.replace("/", "-")
-        objdump = _run_tool([tool["objdump"], "-h", image], out_dir, env)
+    nms = {}
+    for image in images:
+        objdump = objdumps[image].output()
         if objdump is not None:
-            files[f"{stem}.objdump"] = objdump
+            files[f"{image.replace('/', '-')}.objdump"] = objdump
         target = _nm_target(objdump)
-        nm = _run_tool([tool["nm"], *target, "--size-sort", image], out_dir, env)
+        nms[image] = (_Tool([tool["nm"], *target, "--size-sort", image], out_dir, env), target)
+    for image, (nm_tool, target) in nms.items():
+        nm = nm_tool.output()
         if nm is None and target:  # an nm that does not know objdump's name for it
             nm = _run_tool([tool["nm"], "--size-sort", image], out_dir, env)
         if nm is not None:
-            files[f"{stem}.sizes"] = nm
+            files[f"{image.replace('/', '-')}.sizes"] = nm
     if lines:
         files["sizes"] = ("\n".join(lines) + "\n").encode()
     if hashes:
         files[IMAGE_HASHES] = "".join(hashes).encode()
-    if (out_dir / "env" / "built-in.a").is_file():
-        env_file = out_dir / "uboot.env"
-        env_file.unlink(missing_ok=True)
-        _run_tool([tool["objcopy"], "-O", "binary", "-j", ".rodata.default_environment",
-                   "env/built-in.a", "uboot.env"], out_dir, env)
-        if env_file.is_file():
-            files["uboot.env"] = env_file.read_bytes()
+    if env_image is not None:
+        objcopy.output()
+        if env_image.is_file():
+            files["uboot.env"] = env_image.read_bytes()
     return files
 
 
