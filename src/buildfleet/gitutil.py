@@ -141,8 +141,9 @@ def add_worktree(src_gitdir: Path, path: Path) -> None:
     """
     dot_git = path / ".git"
     if dot_git.is_file():
-        target = dot_git.read_text().removeprefix("gitdir:").strip()
-        if Path(target).is_dir():
+        private = worktree_git_dir(path)
+        if private is not None:
+            (private / "index.lock").unlink(missing_ok=True)
             return
         dot_git.unlink()
     elif dot_git.is_dir():
@@ -152,6 +153,16 @@ def add_worktree(src_gitdir: Path, path: Path) -> None:
          str(path)], cwd=path)
 
 
+def worktree_git_dir(worktree: Path) -> Path | None:
+    """The private git directory of a linked worktree (from its ``.git`` file)."""
+    try:
+        text = (worktree / ".git").read_text()
+    except OSError:
+        return None
+    target = Path(text.removeprefix("gitdir:").strip())
+    return target if target.is_dir() else None
+
+
 def checkout(worktree: Path, commit: str) -> None:
-    remove_stale_locks(git_dir(worktree))
+    """Check ``commit`` out in a slot's worktree (one git process per commit)."""
     git(["checkout", "-q", "-f", commit], cwd=worktree)
