@@ -123,24 +123,11 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     ctx = RunContext(plan, pool, sink, stop, log, args, costs=costs)
     executors: list[Executor] = []
     start = time.monotonic()
-    exit_code = 0
     try:
         if start_remote is not None:
             executors += start_remote(ctx)
         if not args.no_local and plan.todo:
-            nslots = min(plan.threads, len(plan.todo))
-            slots = prepare_slots(plan.git_dir, plan.src_dir, local_slot_root(plan),
-                                  nslots)
-            builder = Builder(plan.flags, toolchains, kconfig_check=not args.no_kconfig_check)
-
-            def local_can_build(board: Board) -> bool:
-                return board.arch in toolchains.archs() or _selectable(toolchains, board.arch)
-
-            local = LocalExecutor(pool, builder, slots, sink, local_make_jobs(plan, nslots),
-                                  stop, progress.message, debug=args.debug)
-            pool.register(LOCAL, nslots, local_can_build, cancel=local.cancel,
-                          speed=costs.speed("") if not costs.empty else None)
-            executors.append(local)
+            executors.append(_start_local(ctx, toolchains, progress.message))
         progress.update()
         for ex in executors:
             ex.start()
@@ -163,12 +150,20 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     elapsed = time.monotonic() - start
     boss_log.write(">>", f"end: {counts.done} results, {elapsed:.1f}s")
     boss_log.close()
+    return _close_run(plan, args, ctx, policy, counts, executors, elapsed, out)
+
+
+def _close_run(plan: RunPlan, args: argparse.Namespace, ctx: RunContext,
+               policy: CostAwarePolicy, counts: RunCounts, executors: list[Executor],
+               elapsed: float, out: TextIO) -> int:
+    """Print the closing lines of a run (buildman's and the fleet's) and pick the exit code."""
+    sink, pool = ctx.sink, ctx.pool
     exceptions = sum(ex.exceptions for ex in executors)
     newly = counts.done - counts.previously
     if not plan.todo:
         print("Nothing to build: every result is already in the output tree "
               "(use -f to build again).", file=out)
-    print(completed_line(counts, newly, sink.reconfig, elapsed), file=out)
+    print(completed_line(counts, newly, elapsed), file=out)
     missing = pool.unbuildable()
     abandoned = pool.abandoned()
     not_built = len(missing) + len(abandoned)
@@ -203,6 +198,25 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         if not_built:
             exit_code = 100  # a board not built is a failure, not just a warning
     return exit_code
+
+
+def _start_local(ctx: RunContext, toolchains: Toolchains,
+                 log: Callable[[str], None]) -> LocalExecutor:
+    """This machine's slots, registered with the pool."""
+    plan, args = ctx.plan, ctx.args
+    nslots = min(plan.threads, len(plan.todo))
+    slots = prepare_slots(plan.git_dir, plan.src_dir, local_slot_root(plan), nslots)
+    builder = Builder(plan.flags, toolchains, kconfig_check=not args.no_kconfig_check)
+
+    def local_can_build(board: Board) -> bool:
+        return _selectable(toolchains, board.arch)
+
+    local = LocalExecutor(ctx.pool, builder, slots, ctx.sink, local_make_jobs(plan, nslots),
+                          ctx.stop, log, debug=args.debug)
+    costs = ctx.costs
+    ctx.pool.register(LOCAL, nslots, local_can_build, cancel=local.cancel,
+                      speed=costs.speed("") if costs is not None and not costs.empty else None)
+    return local
 
 
 def local_slot_root(plan: RunPlan) -> Path:

@@ -30,7 +30,6 @@ class ResultSink:
         self.on_written = on_written
         self.log = log or progress.message
         self.discarded = 0
-        self.reconfig = 0
         self.repro = ReproCheck()
         self._lock = threading.Lock()
 

@@ -147,7 +147,7 @@ class Progress:
         return time.monotonic() - self._start
 
 
-def completed_line(counts: RunCounts, newly: int, reconfig: int, elapsed: float) -> str:
+def completed_line(counts: RunCounts, newly: int, elapsed: float) -> str:
     """buildman's closing ``Completed: ...`` line."""
     total = counts.done
     line = f"Completed: {total} total built"
@@ -156,9 +156,7 @@ def completed_line(counts: RunCounts, newly: int, reconfig: int, elapsed: float)
         parts.append(f"{counts.previously} previously")
     if counts.previously != total:
         parts.append(f"{newly} newly")
-    if reconfig:
-        parts.append(f"{reconfig} reconfig")
-    if counts.previously or reconfig:
+    if counts.previously:
         line += f" ({', '.join(parts)})"
     if elapsed > 1:
         rate = newly / elapsed if elapsed else 0
