@@ -195,9 +195,9 @@ def run(args: argparse.Namespace, script: Path, base: Path) -> tuple[int, float]
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     user, system = cpu1.ru_utime - cpu0.ru_utime, cpu1.ru_stime - cpu0.ru_stime
     done = max(1, counts.done)
+    progress.stop()  # (rich redirects stdout while it draws)
     print(f"boss CPU per result: {1e6 * user / done:.0f} us user + "
           f"{1e6 * system / done:.0f} us system (the fake workers not counted)")
-    progress.stop()
     if errors:
         raise SystemExit("workers failed: " + "; ".join(errors))
     return counts.done, elapsed
