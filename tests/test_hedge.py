@@ -110,6 +110,7 @@ def test_duplicate_and_late_copies_are_compared_with_what_was_written(tmp_path: 
     assert pool_finished
     # ... but its late result is still compared (same hashes: a match), not written.
     assert not sink.accept("slow", result(1, HASH_A, "slow", "slow-1"))
+    sink.close()  # results are written by the sink's own thread
 
     base = tmp_path / "out"
     assert (build_dir(base, COMMITS[0], BOARD.target) / "log").read_text() == "slow-0"
@@ -227,6 +228,7 @@ def test_hedged_remote_copies_are_compared_after_the_loser_is_cancelled(tmp_path
         t.join(30.0)
     assert not slow.is_alive() and not fast.is_alive()
     assert not errors, errors
+    sink.close()  # results are written by the sink's own thread
 
     base = tmp_path / "out"
     for commit in COMMITS:

@@ -139,6 +139,7 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         deadline = time.monotonic() + STOP_GRACE
         for ex in executors:
             ex.join(max(0.0, deadline - time.monotonic()))
+        sink.close()
         progress.stop()
         boss_log.write("!!", "interrupted")
         boss_log.close()
@@ -146,6 +147,7 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         return 130
     finally:
         _run_closers(ctx)
+        sink.close()
         progress.stop()
     elapsed = time.monotonic() - start
     boss_log.write(">>", f"end: {counts.done} results, {elapsed:.1f}s")

@@ -93,9 +93,9 @@ def forget_objects(out_dir: Path | None, source_dir: Path, stderr: str) -> None:
         (root / rel.with_suffix(".o")).unlink(missing_ok=True)
 
 
-def config_changed(worktree: Path, old: str, new: str, target: str) -> bool:
+def config_changed(changed: list[str], target: str) -> bool:
     """Did Kconfig or this board's defconfig change between two commits?"""
-    for name in gitutil.changed_files(worktree, old, new):
+    for name in changed:
         base = name.rsplit("/", 1)[-1]
         if base.startswith("Kconfig") or name == f"configs/{target}_defconfig":
             return True
@@ -111,6 +111,19 @@ class Builder:
         self.toolchains = toolchains
         self.host = host
         self.kconfig_check = kconfig_check
+        # Files changed between two commits: the same for every board, so asked
+        # of git once per commit pair (keyed by hashes, never by position).
+        self._changed: dict[tuple[str, str], list[str]] = {}
+        self._changed_lock = threading.Lock()
+
+    def changed_files(self, worktree: Path, old: str, new: str) -> list[str]:
+        with self._changed_lock:
+            cached = self._changed.get((old, new))
+        if cached is None:
+            cached = gitutil.changed_files(worktree, old, new)
+            with self._changed_lock:
+                self._changed[(old, new)] = cached
+        return cached
 
     def build(self, job: BuildJob, slot: Slot, make_jobs: Callable[[], int], sink: Sink,
               stop: threading.Event) -> None:
@@ -143,7 +156,8 @@ class Builder:
                 gitutil.checkout(slot.source_dir, commit.hash)
             configure = need_config or self.flags.force_reconfig
             if (not configure and self.kconfig_check and previous and commit.hash
-                    and config_changed(slot.source_dir, previous, commit.hash, board.target)):
+                    and config_changed(self.changed_files(slot.source_dir, previous,
+                                                          commit.hash), board.target)):
                 configure = True
             outcome = self._build_commit(board.target, slot, out_dir, env, make_jobs(),
                                          configure, self.flags.mrproper, stop)

@@ -5,10 +5,17 @@ worker that was given up on may still send late results: those are dropped),
 writes it once through the output-tree writer, and counts it. A copy that is
 not written (a duplicate, a hedged copy that lost, a late one) is first
 compared with the written one's image hashes: the reproducibility check.
+
+Checking and claiming a result is synchronous (an executor learns at once
+that a result is unsafe or a duplicate); writing its files is done by the
+sink's own thread, so a build slot starts its next commit instead of waiting
+for a dozen file creations. ``close`` waits until every accepted result is on
+disk.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 
@@ -32,6 +39,10 @@ class ResultSink:
         self.discarded = 0
         self.repro = ReproCheck()
         self._lock = threading.Lock()
+        self._queue: queue.Queue[BuildResult | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._drain, daemon=True, name="result-writer")
+        self._thread.start()
+        self._closed = False
 
     def check(self, result: BuildResult) -> None:
         """Compare a copy that will not be written with the written one, if any."""
@@ -56,23 +67,51 @@ class ResultSink:
                 self.discarded += 1
             return False
         try:
-            path = self.writer.write(result)
+            fresh = self.writer.reserve(result)
         except UnsafeResult:
             # Never written: the caller gives up on whoever sent it.
             with self._lock:
                 self.discarded += 1
             raise
-        except OSError as exc:
-            self.log(f"Cannot write result of {result.target}: {exc}")
-            return False
-        if path is None:
+        if not fresh:
             self.check(result)
             with self._lock:
                 self.discarded += 1
             return False
+        self._queue.put(result)
+        return True
+
+    def _drain(self) -> None:
+        while True:
+            result = self._queue.get()
+            try:
+                if result is None:
+                    return
+                self._commit(result)
+            finally:
+                self._queue.task_done()
+
+    def _commit(self, result: BuildResult) -> None:
+        try:
+            self.writer.commit(result)
+        except OSError as exc:
+            self.log(f"Cannot write result of {result.target}: {exc}")
+            return
         with self._lock:
             self.counts.add(result.return_code, bool(result.stderr), result.host)
         self.progress.update(result.target, result.host)
         if self.on_written is not None:
             self.on_written(result)
-        return True
+
+    def flush(self) -> None:
+        """Wait until every accepted result is written."""
+        self._queue.join()
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer thread (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(None)
+        self._thread.join()

@@ -79,6 +79,16 @@ class ResultWriter:
 
     def write(self, result: BuildResult) -> Path | None:
         """Write ``result``; None if this board × commit was already written this run."""
+        if not self.reserve(result):
+            return None
+        return self.commit(result)
+
+    def reserve(self, result: BuildResult) -> bool:
+        """Check ``result`` and claim its board × commit; False if already claimed.
+
+        Cheap and synchronous, so an executor learns at once that a result is
+        unsafe (UnsafeResult) or a duplicate; ``commit`` does the file I/O.
+        """
         if not is_safe_name(result.target):
             raise UnsafeResult(f"refusing result for unsafe board name {result.target!r}")
         if result.sequence not in self.commits:
@@ -91,11 +101,16 @@ class ResultWriter:
         key = (result.target, result.sequence)
         with self._lock:
             if key in self._written:
-                return None
+                return False
             self._written.add(key)
             hashes = result.files.get(IMAGE_HASHES)
             if hashes is not None:
                 self._hashes[key] = (hashes, result.host)
+        return True
+
+    def commit(self, result: BuildResult) -> Path:
+        """Write a reserved result into the tree (whole, or not at all)."""
+        key = (result.target, result.sequence)
         try:
             return self._write(result)
         except BaseException:
