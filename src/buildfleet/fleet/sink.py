@@ -25,6 +25,11 @@ from buildfleet.results.progress import Progress, RunCounts
 from buildfleet.results.reproducibility import ReproCheck
 from buildfleet.results.writer import ResultWriter, UnsafeResult
 
+# Result directories are independent, and creating files is kernel work that
+# several threads spread over the CPUs (one thread absorbed ~900 results/s on
+# a VM disk, where a result is a dozen file creations; four did better).
+WRITER_THREADS = 4
+
 
 class ResultSink:
     def __init__(self, pool: JobPool, writer: ResultWriter, counts: RunCounts,
@@ -40,8 +45,11 @@ class ResultSink:
         self.repro = ReproCheck()
         self._lock = threading.Lock()
         self._queue: queue.Queue[BuildResult | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._drain, daemon=True, name="result-writer")
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._drain, daemon=True,
+                                          name=f"result-writer-{i}")
+                         for i in range(WRITER_THREADS)]
+        for thread in self._threads:
+            thread.start()
         self._closed = False
 
     def check(self, result: BuildResult) -> None:
@@ -113,5 +121,7 @@ class ResultSink:
             if self._closed:
                 return
             self._closed = True
-        self._queue.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
