@@ -18,11 +18,11 @@ import pytest
 
 from buildfleet.model import Board
 from buildfleet.settings import Settings, load_settings, parse_settings
+from buildfleet.toolchain_fetch import fetch_arch
 from buildfleet.toolchains import (
     Toolchain,
     ToolchainError,
     Toolchains,
-    fetch_arch,
     list_toolchains_text,
     print_arch,
     print_prefix,

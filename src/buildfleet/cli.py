@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     for warning in settings.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
     if args.fetch_arch:
-        from buildfleet.toolchains import fetch_arch
+        from buildfleet.toolchain_fetch import fetch_arch
         return fetch_arch(args.fetch_arch, settings)
     if args.kill_workers:
         from buildfleet.fleet.machine_report import run_kill_workers
