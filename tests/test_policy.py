@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from buildfleet.build.makecmd import make_jobs
 from buildfleet.fleet.costs import CostCacheError, CostModel, Sample, load_history, scan_history
-from buildfleet.fleet.policy import CostAwarePolicy, FifoPolicy, make_jobs
+from buildfleet.fleet.policy import CostAwarePolicy, FifoPolicy
 from buildfleet.fleet.simulate import SimMachine, lower_bound, simulate
 from buildfleet.model import Board, BuildJob, Commit
 

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from buildfleet.build.builder import Builder
+from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.workspace import prepare_slots
 from buildfleet.fleet.costs import CostModel, load_history
 from buildfleet.fleet.local import LOCAL, LocalExecutor
-from buildfleet.fleet.policy import CostAwarePolicy, make_jobs
+from buildfleet.fleet.policy import CostAwarePolicy
 from buildfleet.fleet.pool import JobPool
 from buildfleet.fleet.runlog import RunLog
 from buildfleet.fleet.sink import ResultSink

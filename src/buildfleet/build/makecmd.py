@@ -36,3 +36,22 @@ def build_targets(flags: BuildFlags) -> list[str]:
     if flags.make_target:
         return [flags.make_target]
     return []
+
+
+def make_jobs(threads: int, max_boards: int, in_flight: int) -> int:
+    """``make -j`` for a board starting on a machine (the seed's ``max_boards`` rule).
+
+    ``threads`` is the machine's CPU threads, ``max_boards`` its cap on boards
+    in flight (0 or less: one board per thread), ``in_flight`` the boards
+    running *including the one starting*. At steady state each board gets its
+    share, ``threads // in_flight``; when fewer boards than the cap run (the
+    tail), each gets up to twice its share so the machine stays busy. Never
+    below 1 nor above ``threads``. (Counting the starting board avoids
+    buildman's off-by-one, where every refill saw one board fewer and got the
+    tail's double share.)
+    """
+    threads = max(1, threads)
+    active = max(1, in_flight)
+    baseline = max_boards if max_boards > 0 else threads
+    share = 2 * threads // active if active < baseline else threads // active
+    return max(1, min(threads, share))

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from buildfleet.build.builder import Builder, BuildInterrupted, Slot, prepare_slots
+from buildfleet.build.makecmd import make_jobs
 from buildfleet.fleet import reaper
-from buildfleet.fleet.policy import make_jobs
 from buildfleet.fleet.protocol import (
     HEARTBEAT_INTERVAL,
     MAX_COMMAND_LINE,
