@@ -20,9 +20,8 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-
-from buildfleet import demo_files
 
 CROSS_PREFIX = {"sandbox": "", "arm": "arm-linux-gnueabihf-",
                 "aarch64": "aarch64-linux-gnu-", "riscv64": "riscv64-linux-gnu-"}
@@ -415,25 +414,28 @@ def _write(root: Path, files: dict[str, str]) -> None:
         dest.write_text(text, encoding="utf-8")
 
 
+# Fixed files of the demo tree (its build interface: Makefile, config script,
+# common C sources), shipped as package data under ``demo_template/``.
+TEMPLATE_FILES = ("Makefile", "scripts/kconfig/conf.py", "include/demo.h", "common/main.c",
+                  "common/spl.c", "common/version.c", "drivers/serial.c", "env/common.c",
+                  "tools/envcrc.c")
+
+
+def _template(rel: str) -> str:
+    return (resources.files("buildfleet") / "demo_template" / rel).read_text(encoding="utf-8")
+
+
 def _base_files(boards: list[DemoBoard]) -> dict[str, str]:
     extra = tuple(dict.fromkeys(b.arch for b in boards if b.arch not in KCONFIG_ARCH))
-    files = {
-        "Makefile": demo_files.MAKEFILE,
-        "scripts/kconfig/conf.py": demo_files.CONF_PY,
+    files = {rel: _template(rel) for rel in TEMPLATE_FILES}
+    files.update({
         "Kconfig": _kconfig_top(extra),
         "MAINTAINERS": _maintainers_top(boards),
-        ".gitignore": demo_files.GITIGNORE,
+        ".gitignore": _template("gitignore"),
         "README": "A small U-Boot-like tree made by buildfleet.demo for tests and demos.\n",
-        "include/demo.h": demo_files.DEMO_H,
-        "common/main.c": demo_files.MAIN_C,
-        "common/spl.c": demo_files.SPL_C,
-        "common/version.c": demo_files.VERSION_C,
         "common/feature_x.c": _feature_x_c(False),
-        "drivers/serial.c": demo_files.SERIAL_C,
         "drivers/demo_table.c": _table_c(BASE_TABLE),
-        "env/common.c": demo_files.ENV_C,
-        "tools/envcrc.c": demo_files.ENVCRC_C,
-    }
+    })
     by_arch: dict[str, list[DemoBoard]] = {}
     for brd in boards:
         by_arch.setdefault(_kconfig_name(brd.arch), []).append(brd)
