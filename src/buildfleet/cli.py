@@ -113,6 +113,9 @@ def _setup_demo(args: argparse.Namespace) -> None:
         args.branch = "demo"
     if not args.summary:
         args.build_summary = True
+    # The demo is a showcase: let its summary tell the whole story.
+    args.show_errors = True
+    args.show_sizes = True
     print(f"Results go to {root / args.branch}", flush=True)
 
 
