@@ -18,6 +18,10 @@ import pytest
 from ci_skip import require
 from sshd_harness import SshdHarness, harness_unavailable_reason
 
+# faultkit's ``fleet`` fixture (the sshd harness, checked clean after each
+# test) serves both fault-injection modules.
+pytest_plugins = ("faultkit",)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Put this interpreter's scripts (the ``buildfleet`` command) first on PATH.

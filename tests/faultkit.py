@@ -16,11 +16,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from bfrun import bf_env, require_cross, run_bf
+from sshd_harness import SshdHarness
 
 # The result of one board at one commit, as compared: done, diagnostics, sizes.
 Outcome = tuple[str, str, str]
@@ -218,3 +221,13 @@ def demo_and_reference(root: Path, boards: int, commits: int | None = None) -> t
                  timeout=1800)
     assert run.returncode in (0, 100, 101), str(run)
     return tree, read_tree(root / "ref" / "demo")
+
+
+@pytest.fixture()
+def fleet(sshd_harness: SshdHarness) -> Iterator[SshdHarness]:
+    """The harness; after the test, nothing may run as a machine user."""
+    users = [m.user for m in sshd_harness.reachable if m.user]
+    yield sshd_harness
+    sigcont_all(users)
+    left = wait_no_processes(users, timeout=20)
+    assert not left, f"processes left on the machines: {left}"

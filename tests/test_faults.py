@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,15 +45,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Tree]:
     """A demo tree and the output tree of a clean local build of its branch."""
     return demo_and_reference(tmp_path_factory.mktemp("faults"), BOARDS)
 
-
-@pytest.fixture()
-def fleet(sshd_harness: SshdHarness) -> Iterator[SshdHarness]:
-    """The harness; after the test, nothing may run as a machine user."""
-    users = [m.user for m in sshd_harness.reachable if m.user]
-    yield sshd_harness
-    sigcont_all(users)
-    left = wait_no_processes(users, timeout=20)
-    assert not left, f"processes left on the machines: {left}"
 
 
 def _users(h: SshdHarness) -> list[str]:

@@ -16,7 +16,6 @@ import shlex
 import shutil
 import subprocess
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,9 +38,7 @@ from faultkit import (
     demo_and_reference,
     hosts_in,
     read_tree,
-    sigcont_all,
     start_dist,
-    wait_no_processes,
 )
 from sshd_harness import SshdHarness
 
@@ -164,14 +161,6 @@ def test_malformed_settings_file_is_one_line(tmp_path: Path) -> None:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Tree]:
     return demo_and_reference(tmp_path_factory.mktemp("input"), 6)
 
-
-@pytest.fixture()
-def fleet(sshd_harness: SshdHarness) -> Iterator[SshdHarness]:
-    users = [m.user for m in sshd_harness.reachable if m.user]
-    yield sshd_harness
-    sigcont_all(users)
-    left = wait_no_processes(users, timeout=20)
-    assert not left, f"processes left on the machines: {left}"
 
 
 @pytest.mark.sshd
