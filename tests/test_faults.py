@@ -114,11 +114,12 @@ def test_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree], fleet: 
         run = start_dist(tree, out, fleet.settings_file, "--use-machines",
                          ",".join(x.name for x in fleet.reachable), env=ENV)
         assert run.wait_for_host(name)
-        with open(work / "fill", "wb") as f:  # noqa: PTH123 - fill until ENOSPC
+        # Unbuffered, so the ENOSPC comes from write() and closing has nothing
+        # left to flush (a buffered file raised it again on close).
+        with open(work / "fill", "wb", buffering=0) as f:  # noqa: PTH123 - fill until ENOSPC
             try:
                 while True:
                     f.write(b"\0" * (1 << 20))
-                    f.flush()
             except OSError:
                 pass
         rc, stdout, stderr = run.wait()
