@@ -162,6 +162,53 @@ def test_stale_locks_are_replaced_foreign_ones_refused(home: Path, tmp_path: Pat
         ch.close()
 
 
+def test_setup_stops_what_a_dead_worker_left_running_in_its_work_dir(
+        home: Path, tmp_path: Path) -> None:
+    """A SIGKILLed worker's makes build on in their own sessions; the next worker
+    on that work directory must stop them before it reuses the slot directories."""
+    work = tmp_path / "wd"
+    slot = work / ".bm-work" / "00" / "build"
+    slot.mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (work / ".lock").write_text(f"{gone.pid} {socket.gethostname()}\n")
+    # An orphaned "make" in a slot (own session, with a child), and a bystander outside.
+    orphan = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], cwd=slot,
+                              start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "60"], cwd=tmp_path, start_new_session=True)
+    try:
+        time.sleep(0.2)
+        child = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+                 and _ppid(int(p.name)) == orphan.pid]
+        assert child, "the orphan's child did not start"
+        ch = start_worker(home)
+        try:
+            ch.send({"cmd": "setup", "work_dir": str(work)})
+            assert ch.recv(30)["resp"] == "setup_done"
+        finally:
+            ch.close()
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+        assert not Path(f"/proc/{child[0]}").exists() or _ppid(int(child[0])) is None
+        assert bystander.poll() is None  # outside the work directory: left alone
+    finally:
+        for proc in (orphan, bystander):  # each leads its own session and group
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def _ppid(pid: int) -> int | None:
+    """Parent of a live (non-zombie) process, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return None if fields[0] in "ZX" else int(fields[1])
+
+
 def test_work_dir_option_and_tilde(home: Path) -> None:
     ch = start_worker(home, "--work-dir", "~/dev/.bm-worker")
     try:

@@ -103,6 +103,53 @@ def reap(include_own_group: bool, rounds: int = 20) -> int:
     return total
 
 
+def _cwd_inside(pid: int, root: str) -> bool:
+    try:
+        cwd = os.readlink(PROC / str(pid) / "cwd")
+    except OSError:  # gone, or not ours to look at
+        return False
+    return cwd == root or cwd.startswith(root + os.sep)
+
+
+def reap_inside(directory: Path, rounds: int = 50) -> int:
+    """SIGKILL every process working inside ``directory``, with its descendants.
+
+    A worker killed with SIGKILL cannot stop its makes (they run in their own
+    sessions), so they build on in the slots' directories. The next worker to
+    take over the work directory must stop them first, or they would write into
+    the very build directories it is about to use. Only processes this user
+    may signal are touched, never this process or its ancestors. Returns how
+    many processes were signalled.
+    """
+    root = os.path.realpath(directory)
+    me = os.getpid()
+    spared = {me}
+    table = process_table()
+    pid = me
+    while pid in table and pid not in (0, 1):  # never our own ancestors
+        pid = table[pid][0]
+        spared.add(pid)
+    total = 0
+    for _ in range(rounds):
+        table = process_table()
+        victims: set[int] = set()
+        for pid in table:
+            if pid not in spared and _cwd_inside(pid, root):
+                victims.add(pid)
+                victims |= descendants(pid, table)
+        victims -= spared
+        if not victims:
+            return total
+        for pid in victims:
+            if table[pid][1] == pid and table[pid][1] != os.getpgrp():
+                _kill(pid, group=True)
+        for pid in victims:
+            _kill(pid, group=False)
+        total += len(victims)
+        time.sleep(0.02)
+    return total
+
+
 def _kill_group_term(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGTERM)

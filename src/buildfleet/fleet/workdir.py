@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildfleet import gitutil
+from buildfleet.fleet.reaper import reap_inside
 
 LOCK_NAME = ".lock"
 
@@ -140,6 +141,9 @@ def setup_work_dir(work_dir: str) -> WorkDir:
     if not path.is_dir():
         raise WorkDirError(f"work directory {path} is not a directory")
     fd = _take_lock(path)
+    # The directory is ours now: whatever still runs in it belongs to a worker
+    # that died without stopping its makes (SIGKILL); stop them before reuse.
+    reap_inside(path)
     wd = WorkDir(path, path / ".git", temporary, fd)
     try:
         if not (path / ".git").exists():
