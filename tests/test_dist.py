@@ -13,7 +13,6 @@ once per module and shared.
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from buildfleet.demo import DemoTree, extra_target, make_demo_tree
+from faultkit import processes, uids_of
 from sshd_harness import SshdHarness
 from sshd_harness import TestMachine as Machine
 
@@ -134,26 +134,15 @@ def machine_boards(stdout: str) -> dict[str, int]:
 
 def _harness_processes(harness: SshdHarness) -> list[str]:
     """Processes of the machine users, and boss-side ssh clients of the harness."""
-    uids = {pwd.getpwnam(m.user).pw_uid for m in harness.reachable if m.user}
+    uids = uids_of(m.user for m in harness.reachable if m.user)
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if "State:\tZ" in status:
-            continue
-        uid_line = next((ln for ln in status.splitlines() if ln.startswith("Uid:")), "")
-        uid = int(uid_line.split()[1]) if uid_line else -1
-        cmd = b" ".join(argv).decode(errors="replace").strip()
-        if uid in uids and not cmd.startswith("sshd:"):
-            found.append(f"{entry.name} (uid {uid}): {cmd}")
-        elif argv and os.path.basename(argv[0].decode(errors="replace")) == "ssh" \
-                and str(harness.ssh_config) in cmd:
-            found.append(f"{entry.name} (boss ssh): {cmd}")
+    for proc in processes():
+        cmd = proc.cmdline.strip()
+        if proc.uid in uids and not cmd.startswith("sshd:"):
+            found.append(f"{proc.pid} (uid {proc.uid}): {cmd}")
+        elif (proc.argv and os.path.basename(proc.argv[0]) == "ssh"
+              and str(harness.ssh_config) in cmd):
+            found.append(f"{proc.pid} (boss ssh): {cmd}")
     return found
 
 

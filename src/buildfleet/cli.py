@@ -137,11 +137,10 @@ def _run(args: argparse.Namespace) -> int:
     from buildfleet.toolchains import run_list_toolchains, scan_toolchains
     if args.list_tool_chains:
         return run_list_toolchains(args, settings)
-    toolchains = scan_toolchains(settings, verbose=False)
     if args.mach:
         from buildfleet.fleet.machine_report import run_mach
-        return run_mach(args, settings, toolchains.archs())
-    return _run_build_or_summary(args, settings, toolchains)
+        return run_mach(args, settings, scan_toolchains(settings).archs())
+    return _run_build_or_summary(args, settings)
 
 
 def _source_dir(args: argparse.Namespace) -> Path:
@@ -158,10 +157,9 @@ def _source_dir(args: argparse.Namespace) -> Path:
         return src
 
 
-def _run_build_or_summary(args: argparse.Namespace, settings: Settings,
-                          toolchains: Toolchains) -> int:
+def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
     from buildfleet.plan import dry_run_lines, make_plan, remove_old_commit_dirs
-    from buildfleet.toolchains import print_arch, print_prefix
+    from buildfleet.toolchains import print_arch, print_prefix, scan_toolchains
 
     src_dir = _source_dir(args)
     if not (src_dir / "Kconfig").is_file() and not (src_dir / "configs").is_dir():
@@ -175,16 +173,17 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings,
     if args.work_dir is not None:
         raise UsageError("--work-dir is only for --worker")
     plan = make_plan(args, settings, src_dir, output_dir)
+    if args.summary:  # reads the tree: needs no compiler
+        code = _summary(args, plan)
+        _reports(args, plan)
+        return code
+    toolchains = scan_toolchains(settings)
     if args.print_prefix:
         print(print_prefix(plan.boards, toolchains))
         return 0
     if args.print_arch:
         print(print_arch(plan.boards, toolchains))
         return 0
-    if args.summary:
-        code = _summary(args, plan)
-        _reports(args, plan)
-        return code
     if not args.dist:
         _check_toolchains(plan.boards, toolchains)
     if args.dry_run:
@@ -195,7 +194,7 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings,
     start_remote = None
     if args.dist:
         from buildfleet.fleet.boss import remote_starter
-        start_remote = remote_starter(settings, toolchains)
+        start_remote = remote_starter(settings)
     from buildfleet.runner import run_plan
     code = run_plan(plan, args, toolchains, start_remote)
     _reports(args, plan)
@@ -227,16 +226,8 @@ def _board_checks(args: argparse.Namespace, src_dir: Path, output_dir: Path) -> 
 def _check_toolchains(boards: list[Board], toolchains: Toolchains) -> None:
     """Without --dist every board needs a toolchain here; say which are missing."""
     from buildfleet.plan import missing_toolchains
-    from buildfleet.toolchains import ToolchainError
 
-    def can_build(arch: str) -> bool:
-        try:
-            toolchains.select(arch)
-        except ToolchainError:
-            return False
-        return True
-
-    missing = missing_toolchains(boards, can_build)
+    missing = missing_toolchains(boards, toolchains.archs())
     if missing:
         parts = [f"'{arch}' (needed by {', '.join(sorted(t)[:5])}"
                  f"{', ...' if len(t) > 5 else ''})" for arch, t in sorted(missing.items())]

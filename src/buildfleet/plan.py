@@ -216,12 +216,11 @@ def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
     return plan
 
 
-def missing_toolchains(boards: list[Board],
-                       can_build: Callable[[str], bool]) -> dict[str, list[str]]:
-    """Archs of ``boards`` with no toolchain here, and the boards that need them."""
+def missing_toolchains(boards: list[Board], archs: set[str]) -> dict[str, list[str]]:
+    """Archs of ``boards`` not in ``archs`` (what the toolchains serve), with their boards."""
     missing: dict[str, list[str]] = {}
     for board in boards:
-        if not can_build(board.arch):
+        if board.arch not in archs:
             missing.setdefault(board.arch, []).append(board.target)
     return missing
 

@@ -8,6 +8,7 @@ with buildman's ``Completed`` line and exit code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import re
@@ -30,7 +31,10 @@ from buildfleet.fleet.runlog import RunLog
 from buildfleet.fleet.sink import ResultSink
 from buildfleet.model import Board, BuildResult
 from buildfleet.plan import RunPlan, cpu_count, slot_root
+from buildfleet.results.paths import build_dir
 from buildfleet.results.progress import Progress, RunCounts, completed_line
+from buildfleet.results.reader import read_result
+from buildfleet.results.summary import SummaryOptions, format_board_result
 from buildfleet.results.writer import ResultWriter
 from buildfleet.toolchains import Toolchains
 
@@ -82,17 +86,28 @@ def local_make_jobs(plan: RunPlan, nslots: int) -> Callable[[int], int]:
     return jobs
 
 
-def verbose_printer(log: Callable[[str], None],
-                    show_errors: bool) -> Callable[[BuildResult], None]:
+def verbose_printer(plan: RunPlan, args: argparse.Namespace, log: Callable[[str], None],
+                    color: bool) -> Callable[[BuildResult], None]:
+    """``-v``: after each written result, the summary's text for that board (as buildman).
+
+    Current-source builds always show their error lines, as buildman does.
+    """
+    opts = SummaryOptions.from_args(args)
+    if plan.current_source:
+        opts = dataclasses.replace(opts, show_errors=True)
+    commits = {c.sequence: c for c in plan.commits}
+    boards = {b.target: b for b in plan.boards}
+
     def show(result: BuildResult) -> None:
         if result.return_code == 0 and not result.stderr:
-            return
-        mark = "+" if result.return_code else "w+"
-        where = f" [{result.host}]" if result.host else ""
-        lines = [f"{mark}{result.target}{where}"]
-        if show_errors:
-            lines += [f"   {ln}" for ln in result.stderr.splitlines()]
-        log("\n".join(lines))
+            return  # clean results would only repeat their commit's header
+        commit = commits[result.sequence]
+        stored = read_result(build_dir(plan.base, commit, result.target),
+                             func_sizes=False, config=False, environment=False)
+        text = format_board_result(stored, boards[result.target], commit, opts, color,
+                                   remote=result.host or None)
+        if text:
+            log(text.rstrip("\n"))
     return show
 
 
@@ -110,7 +125,7 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     pool = JobPool(policy, list(plan.todo))
     writer = ResultWriter(plan.base, plan.commits)
     verbose = args.verbose or plan.current_source
-    on_written = (verbose_printer(progress.message, args.show_errors or plan.current_source)
+    on_written = (verbose_printer(plan, args, progress.message, progress.tty)
                   if verbose else None)
     sink = ResultSink(pool, writer, counts, progress, on_written=on_written)
     stop = threading.Event()
@@ -211,8 +226,10 @@ def _start_local(ctx: RunContext, toolchains: Toolchains,
     slots = prepare_slots(plan.git_dir, plan.src_dir, local_slot_root(plan), nslots)
     builder = Builder(plan.flags, toolchains, kconfig_check=not args.no_kconfig_check)
 
+    archs = toolchains.archs()
+
     def local_can_build(board: Board) -> bool:
-        return _selectable(toolchains, board.arch)
+        return board.arch in archs
 
     local = LocalExecutor(ctx.pool, builder, slots, ctx.sink, local_make_jobs(plan, nslots),
                           ctx.stop, log, debug=args.debug)
@@ -246,14 +263,6 @@ def _run_closers(ctx: RunContext) -> None:
             closer()
         except KeyboardInterrupt:
             ctx.stop.set()  # a second Ctrl-C: keep closing, the rest is bounded too
-
-
-def _selectable(toolchains: Toolchains, arch: str) -> bool:
-    try:
-        toolchains.select(arch)
-    except Exception:  # noqa: BLE001 - any selection failure means "cannot build"
-        return False
-    return True
 
 
 def _wait(executors: list[Executor]) -> None:

@@ -44,8 +44,23 @@ KEEP_PATTERNS = ("u-boot*", "*.map", "MLO", "SPL", "include/autoconf.mk", "spl/u
                  "tpl/u-boot-tpl*", "vpl/u-boot-vpl*", "*.bin", "*.rom", "*.itb", "*.img")
 
 
-def elf_sizes(path: Path) -> tuple[int, int, int, int] | None:
-    """(text, data, bss, rodata) of an ELF, counted as GNU size's Berkeley format does."""
+UNHASHED = frozenset({".note.gnu.build-id"})
+Sizes = tuple[int, int, int, int]
+
+
+def inspect_image(path: Path) -> tuple[Sizes | None, str]:
+    """One pass over an ELF image: its sizes and the hash of what it loads.
+
+    Sizes are (text, data, bss, rodata), counted as GNU size's Berkeley format
+    does. The hash is SHA-256 of the allocated sections with their addresses.
+    Debug sections are left out on purpose: they record the build directory,
+    which differs between slots and machines by design, so a whole-file hash
+    would call every pair of copies different. So is a GNU build-id note, a
+    checksum of the whole file (debug info included). The loaded bytes are what
+    ``u-boot.bin`` is made of. A file that is not a readable ELF has no sizes
+    and is hashed whole; an unreadable one gives (None, "").
+    """
+    digest = hashlib.sha256()
     try:
         with path.open("rb") as fh:
             elf = ELFFile(fh)
@@ -63,45 +78,23 @@ def elf_sizes(path: Path) -> tuple[int, int, int, int] | None:
                     data += size
                 else:
                     bss += size
-            return text, data, bss, rodata
-    except (OSError, ELFError):
-        return None
-
-
-UNHASHED = frozenset({".note.gnu.build-id"})
-
-
-def image_hash(path: Path) -> str:
-    """SHA-256 of what an ELF image loads: its allocated sections, with addresses.
-
-    Debug sections are left out on purpose: they record the build directory,
-    which differs between slots and machines by design, so a whole-file hash
-    would call every pair of copies different. So is a GNU build-id note, a
-    checksum of the whole file (debug info included). The loaded bytes are what
-    ``u-boot.bin`` is made of. A file that is not a readable ELF is hashed whole.
-    """
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as fh:
-            elf = ELFFile(fh)
-            for sec in elf.iter_sections():
-                if not sec["sh_flags"] & SH_FLAGS.SHF_ALLOC or sec.name in UNHASHED:
+                if sec.name in UNHASHED:
                     continue
-                digest.update(f"{sec.name}\0{sec['sh_addr']:x}\0{sec['sh_size']:x}\0".encode())
+                digest.update(f"{sec.name}\0{sec['sh_addr']:x}\0{size:x}\0".encode())
                 if sec["sh_type"] != "SHT_NOBITS":
                     digest.update(sec.data())
-            return digest.hexdigest()
+            return (text, data, bss, rodata), digest.hexdigest()
     except ELFError:
         pass
     except OSError:
-        return ""
+        return None, ""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return None, hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
-        return ""
+        return None, ""
 
 
-def sizes_line(image: str, sizes: tuple[int, int, int, int]) -> str:
+def sizes_line(image: str, sizes: Sizes) -> str:
     text, data, bss, rodata = sizes
     dec = text + data + bss
     return f"{text:7d}\t{data:7d}\t{bss:7d}\t{dec:7d}\t{dec:7x}\t{image} {rodata:x}"
@@ -157,7 +150,7 @@ def capture_images(out_dir: Path, tool: Mapping[str, str],
     """``sizes``, ``<elf>.sizes``, ``<elf>.objdump`` and ``uboot.env`` for the ELFs present.
 
     Plus buildfleet's own ``images.sha256`` (``<sha256>  <image>`` per image,
-    see :func:`image_hash`), for comparing two copies of the same result.
+    see :func:`inspect_image`), for comparing two copies of the same result.
     """
     files: dict[str, bytes] = {}
     images = [image for image in ELF_IMAGES if (out_dir / image).is_file()]
@@ -173,10 +166,9 @@ def capture_images(out_dir: Path, tool: Mapping[str, str],
     lines = []
     hashes = []
     for image in images:
-        sizes = elf_sizes(out_dir / image)
+        sizes, digest = inspect_image(out_dir / image)
         if sizes is not None:
             lines.append(sizes_line(image, sizes))
-        digest = image_hash(out_dir / image)
         if digest:
             hashes.append(f"{digest}  {image}\n")
     nms = {}

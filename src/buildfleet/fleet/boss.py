@@ -37,7 +37,7 @@ from buildfleet.fleet.ssh import SshSession, git_push_env, ssh_argv
 from buildfleet.model import Board, BuildJob, BuildResult
 from buildfleet.plan import PlanError
 from buildfleet.settings import Settings
-from buildfleet.toolchains import Toolchains
+from buildfleet.toolchains import Toolchains, merged_aliases
 
 READY_SECONDS = 120.0
 SETUP_SECONDS = 60.0
@@ -96,9 +96,6 @@ class RemoteExecutor:
         self._quit(graceful=False)
 
     # -- the machine's life ---------------------------------------------------
-    def _say(self, text: str) -> None:
-        self.ctx.log(f"  {self.name}: {text}")
-
     def _on_stderr(self, line: str) -> None:
         self.log.write("!!", line)
         if self.ctx.args.debug:
@@ -149,10 +146,9 @@ class RemoteExecutor:
             archs = self._configure(session)
             max_boards = self.status.max_boards
             self._prepare(session, max_boards)
-            aliases = self.settings.toolchain_alias
 
             def can_build(board: Board) -> bool:
-                return board.arch in archs or any(a in archs for a in aliases.get(board.arch, []))
+                return board.arch in archs
 
             self.dispatcher = RemoteDispatcher(
                 self.name, session, max_boards, [c.sequence for c in self.ctx.plan.commits],
@@ -238,12 +234,19 @@ class RemoteExecutor:
         self.log.write(">>", f"pushed {self.tip} to {git_dir}")
 
     def _configure(self, session: RemoteSession) -> set[str]:
+        """Configure the worker; the board archs it can build (aliases included)."""
         settings = self.ctx.plan.flags.to_dict()
         reply = session.request({"cmd": "configure", "settings": settings,
                                  "toolchains": self.status.toolchains},
                                 "configure_done", SETUP_SECONDS)
-        tcs = reply.get("toolchains")
-        archs = set(tcs) if isinstance(tcs, dict) else set(self.status.toolchains)
+        served = reply.get("archs")
+        if isinstance(served, list) and all(isinstance(a, str) for a in served):
+            archs = set(served)  # the worker's own answer: its toolchains and aliases
+        else:
+            tcs = reply.get("toolchains")
+            found = tcs if isinstance(tcs, dict) else self.status.toolchains
+            aliases = merged_aliases(self.settings.toolchain_alias)
+            archs = Toolchains.from_map(found, aliases=aliases).archs()
         self.log.write("<<", f"configure_done: {sorted(archs)}")
         return archs
 
@@ -309,8 +312,7 @@ def _push_tip(plan: Any) -> tuple[str, list[str]]:
     return branch_tip or tip, [c.hash for c in plan.commits]
 
 
-def remote_starter(settings: Settings, toolchains: Toolchains
-                   ) -> Callable[[Any], list[RemoteExecutor]]:
+def remote_starter(settings: Settings) -> Callable[[Any], list[RemoteExecutor]]:
     """The runner's hook: probe and start every available machine."""
 
     def start(ctx: Any) -> list[RemoteExecutor]:

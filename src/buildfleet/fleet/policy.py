@@ -328,10 +328,6 @@ class CostAwarePolicy(FifoPolicy):
             self.jobs[target] = JobState(job)
         self.pending = sorted(set(self.pending) | {j.board.target for j in jobs}, key=self._key)
 
-    def expected_cost(self, target: str) -> float:
-        """Expected seconds of ``target`` on a speed-1.0 machine."""
-        return self._cost.get(target, 1.0)
-
     # -- queries --------------------------------------------------------------
     def buildable_by(self, name: str, target: str) -> bool:
         js = self.jobs[target]

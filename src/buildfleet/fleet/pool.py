@@ -120,7 +120,3 @@ class JobPool:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()

@@ -70,18 +70,20 @@ class RemoteSession:
         self.channel.send(cmd)
         return self.wait_for(want, timeout, accept)
 
+    def receive(self, timeout: float) -> dict[str, Any]:
+        """The next message, within ``timeout`` and the liveness bound; WorkerLost if none."""
+        try:
+            return self.channel.recv(min(timeout, self.liveness))
+        except (ChannelError, ProtocolError) as exc:
+            raise WorkerLost(str(exc)) from None
+
     def wait_for(self, want: str, timeout: float, accept: tuple[str, ...] = ()) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerLost(f"no '{want}' within {timeout:g} s")
-            try:
-                msg = self.channel.recv(min(left, self.liveness))
-            except ChannelError as exc:
-                raise WorkerLost(str(exc)) from None
-            except ProtocolError as exc:
-                raise WorkerLost(str(exc)) from None
+            msg = self.receive(left)
             resp = msg.get("resp")
             if resp == want:
                 return msg
@@ -145,13 +147,7 @@ class RemoteDispatcher:
             self._refill()
             if not self.in_flight:
                 return
-            try:
-                msg = self.session.channel.recv(self.session.liveness)
-            except ChannelError as exc:
-                raise WorkerLost(str(exc)) from None
-            except ProtocolError as exc:
-                raise WorkerLost(str(exc)) from None
-            self._handle(msg)
+            self._handle(self.session.receive(self.session.liveness))
 
     def _refill(self) -> None:
         self._drop_cancelled()
@@ -243,12 +239,7 @@ class RemoteDispatcher:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerLost(f"no 'build_done' within {timeout:g} s")
-            try:
-                msg = self.session.channel.recv(min(left, self.session.liveness))
-            except ChannelError as exc:
-                raise WorkerLost(str(exc)) from None
-            except ProtocolError as exc:
-                raise WorkerLost(str(exc)) from None
+            msg = self.session.receive(left)
             if msg.get("resp") == "build_done":
                 return msg
             self._handle(msg)

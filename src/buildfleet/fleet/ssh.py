@@ -46,10 +46,6 @@ class MachineLike(Protocol):
     def host(self) -> str: ...
 
 
-class SshError(Exception):
-    """An SSH command could not run or failed; the message is one line."""
-
-
 def ssh_program(env: dict[str, str] | None = None) -> list[str]:
     """The ssh command: ``$BUILDFLEET_SSH_COMMAND`` split like a shell, or ``ssh``."""
     environ = os.environ if env is None else env

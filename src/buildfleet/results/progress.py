@@ -70,7 +70,6 @@ class Progress:
         self.enabled = enabled
         self.tty = enabled and self.out.isatty()
         self._lock = threading.Lock()
-        self._start = time.monotonic()
         self._times: deque[float] = deque(maxlen=60)
         self._last_plain = 0.0
         self._live: Live | None = None
@@ -133,7 +132,7 @@ class Progress:
         """Print a line above the progress display."""
         with self._lock:
             if self._live is not None:
-                self._live.console.print(text, markup=False, highlight=False)
+                self._live.console.print(Text.from_ansi(text), highlight=False)
             else:
                 print(text, file=self.out, flush=True)
 
@@ -142,9 +141,6 @@ class Progress:
             if self._live is not None:
                 self._live.stop()
                 self._live = None
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self._start
 
 
 def completed_line(counts: RunCounts, newly: int, elapsed: float) -> str:

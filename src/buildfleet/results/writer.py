@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from buildfleet.model import IMAGE_HASHES, BuildResult, Commit
-from buildfleet.results.paths import build_dir, commit_dir, is_safe_name
+from buildfleet.results.paths import commit_dir, is_safe_name
 
 # Names the writer itself owns; a result may not supply these as files.
 RESERVED = frozenset({"done", "err", "log", "duration", "host"})
@@ -62,9 +62,6 @@ class ResultWriter:
         self._hashes: dict[tuple[str, int], tuple[bytes, str]] = {}
         self._dirs: dict[int, str] = {}
         self._lock = threading.Lock()
-
-    def path_for(self, target: str, sequence: int) -> Path:
-        return build_dir(self.base, self.commits[sequence], target)
 
     def _commit_dir(self, sequence: int) -> str:
         """The commit's directory (created once per run, then remembered)."""
@@ -157,10 +154,6 @@ class ResultWriter:
             _put(dir_fd, "done", str(result.return_code).encode())
         finally:
             os.close(dir_fd)
-
-    def already_written(self, target: str, sequence: int) -> bool:
-        with self._lock:
-            return (target, sequence) in self._written
 
     def written_hashes(self, target: str, sequence: int) -> tuple[bytes, str] | None:
         """``images.sha256`` and host of the result written for this board × commit."""
