@@ -40,12 +40,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from buildfleet.fleet.channel import Channel, ChannelError
-from buildfleet.fleet.costs import CostModel
-from buildfleet.fleet.policy import CostAwarePolicy
-from buildfleet.fleet.pool import JobPool
-from buildfleet.fleet.remote import RemoteDispatcher, RemoteSession, WorkerLost
-from buildfleet.fleet.sink import ResultSink
+from buildfleet.fleet.dispatch.costs import CostModel
+from buildfleet.fleet.dispatch.policy import CostAwarePolicy
+from buildfleet.fleet.dispatch.pool import JobPool
+from buildfleet.fleet.dispatch.sink import ResultSink
+from buildfleet.fleet.remote.channel import Channel, ChannelError
+from buildfleet.fleet.remote.session import RemoteDispatcher, RemoteSession, WorkerLost
 from buildfleet.model import Board, BuildJob, BuildResult, Commit
 from buildfleet.results.paths import build_dir
 from buildfleet.results.progress import Progress, RunCounts

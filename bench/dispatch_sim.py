@@ -1,6 +1,6 @@
 """How close buildfleet's dispatch gets to the best possible world build.
 
-Drives the real policies (``buildfleet.fleet.policy``) with a simulated
+Drives the real policies (``buildfleet.fleet.dispatch.policy``) with a simulated
 clock: 1,500 boards with heavy-tailed durations (seeded lognormal, plus a few
 boards ten times the median) on a mixed fleet (1 × 64 + 2 × 32 + 1 × 8 slots
 and 16 local slots, of different speeds, some archs only on some machines).
@@ -20,9 +20,9 @@ import random
 import sys
 import time
 
-from buildfleet.fleet.costs import CostModel, Sample
-from buildfleet.fleet.policy import CostAwarePolicy, FifoPolicy
-from buildfleet.fleet.simulate import SimMachine, SimResult, simulate
+from buildfleet.fleet.dispatch.costs import CostModel, Sample
+from buildfleet.fleet.dispatch.policy import CostAwarePolicy, FifoPolicy
+from buildfleet.fleet.dispatch.simulate import SimMachine, SimResult, simulate
 from buildfleet.model import Board, BuildJob, Commit
 
 ARCHS = [("arm", 0.55), ("aarch64", 0.2), ("riscv", 0.08), ("powerpc", 0.07),

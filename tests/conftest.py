@@ -54,7 +54,7 @@ def sshd_harness() -> Iterator[SshdHarness]:
 @pytest.fixture()
 def ssh_session(sshd_harness: SshdHarness) -> Iterator[object]:
     """A buildfleet SshSession for one test; its master connections are closed after."""
-    from buildfleet.fleet.ssh import SshSession
+    from buildfleet.fleet.machines.ssh import SshSession
 
     session = SshSession.create()
     try:

@@ -24,12 +24,12 @@ from pathlib import Path
 import jsonschema
 
 from buildfleet.build.capture import capture_images
-from buildfleet.fleet.channel import Channel
-from buildfleet.fleet.costs import CostModel
-from buildfleet.fleet.policy import CostAwarePolicy
-from buildfleet.fleet.pool import JobPool
-from buildfleet.fleet.remote import RemoteDispatcher, RemoteSession
-from buildfleet.fleet.sink import ResultSink
+from buildfleet.fleet.dispatch.costs import CostModel
+from buildfleet.fleet.dispatch.policy import CostAwarePolicy
+from buildfleet.fleet.dispatch.pool import JobPool
+from buildfleet.fleet.dispatch.sink import ResultSink
+from buildfleet.fleet.remote.channel import Channel
+from buildfleet.fleet.remote.session import RemoteDispatcher, RemoteSession
 from buildfleet.model import IMAGE_HASHES, Board, BuildJob, BuildResult, Commit
 from buildfleet.results.paths import build_dir
 from buildfleet.results.progress import Progress, RunCounts

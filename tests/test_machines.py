@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 
 from buildfleet.cmdline import parse_args
-from buildfleet.fleet.machine_report import (
+from buildfleet.fleet.machines.probe import MachineStatus, judge, probe_script
+from buildfleet.fleet.machines.report import (
     ToolchainCheck,
     check_toolchains,
     notes,
     run_kill_workers,
     run_mach,
 )
-from buildfleet.fleet.machines import MachinesError, select_machines
-from buildfleet.fleet.probe import MachineStatus, judge, probe_script
-from buildfleet.fleet.ssh import SshResult
+from buildfleet.fleet.machines.selection import MachinesError, select_machines
+from buildfleet.fleet.machines.ssh import SshResult
 from buildfleet.settings import MachineConfig, Settings, load_settings, parse_settings
 from ci_skip import require
 from sshd_harness import SshdHarness

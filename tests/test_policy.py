@@ -11,9 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buildfleet.build.makecmd import make_jobs
-from buildfleet.fleet.costs import CostCacheError, CostModel, Sample, load_history, scan_history
-from buildfleet.fleet.policy import CostAwarePolicy, FifoPolicy
-from buildfleet.fleet.simulate import SimMachine, lower_bound, simulate
+from buildfleet.fleet.dispatch.costs import (
+    CostCacheError,
+    CostModel,
+    Sample,
+    load_history,
+    scan_history,
+)
+from buildfleet.fleet.dispatch.policy import CostAwarePolicy, FifoPolicy
+from buildfleet.fleet.dispatch.simulate import SimMachine, lower_bound, simulate
 from buildfleet.model import Board, BuildJob, Commit
 
 COMMIT = (Commit(0, "a" * 40, "one"),)

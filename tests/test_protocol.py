@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buildfleet import PROTOCOL_VERSION, __version__
-from buildfleet.fleet.channel import Channel, ChannelClosed, ChannelTimeout
 from buildfleet.fleet.protocol import (
     COMMANDS,
     MAX_COMMAND_LINE,
@@ -36,6 +35,7 @@ from buildfleet.fleet.protocol import (
     read_line,
     ready_reply,
 )
+from buildfleet.fleet.remote.channel import Channel, ChannelClosed, ChannelTimeout
 from buildfleet.model import BuildResult
 
 WORKER = [sys.executable, "-m", "buildfleet", "--worker"]

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from buildfleet import PROTOCOL_VERSION, __version__
-from buildfleet.fleet import ssh as sshmod
-from buildfleet.fleet.ship import (
+from buildfleet.fleet.machines import ssh as sshmod
+from buildfleet.fleet.machines.ship import (
     ShipError,
     build_zipapp,
     check_ready,
     ensure_shipped,
     worker_command,
 )
-from buildfleet.fleet.ssh import (
+from buildfleet.fleet.machines.ssh import (
     SshSession,
     git_push_env,
     remote_path,
@@ -92,7 +92,7 @@ def test_zipapp_is_deterministic_and_runs_locally(tmp_path: Path) -> None:
         names = zf.namelist()
         assert names == sorted(names)
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
-    for needed in ("__main__.py", "buildfleet/cli.py", "buildfleet/fleet/probe_script.py",
+    for needed in ("__main__.py", "buildfleet/cli.py", "buildfleet/fleet/machines/probe_script.py",
                    "kconfiglib.py", "elftools/elf/elffile.py", "rich/console.py"):
         assert needed in names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
@@ -234,8 +234,8 @@ def test_shipped_zipapp_runs_on_a_machine_that_never_saw_buildfleet(
 @pytest.mark.sshd
 def test_worker_over_ssh_answers_ready_with_the_boss_version(
         sshd_harness: SshdHarness, ssh_session: SshSession, tmp_path: Path) -> None:
-    channel_mod = pytest.importorskip("buildfleet.fleet.channel")
-    pytest.importorskip("buildfleet.fleet.worker")
+    channel_mod = pytest.importorskip("buildfleet.fleet.remote.channel")
+    pytest.importorskip("buildfleet.fleet.worker.loop")
     mach = _machine(sshd_harness, 0)
     remote = ensure_shipped(mach, ssh_session, "~/.buildfleet-worker",
                             cache_dir=tmp_path / "cache")

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from buildfleet.fleet.channel import Channel, ChannelClosed
 from buildfleet.fleet.protocol import HEARTBEAT_INTERVAL
+from buildfleet.fleet.remote.channel import Channel, ChannelClosed
 from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult
 from ci_skip import require
 

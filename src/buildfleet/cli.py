@@ -43,7 +43,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [UsageError, BoardsError, GitError, PlanError,
                                          ReportError, SettingsError, ToolchainError]
     try:
-        from buildfleet.fleet.machines import MachinesError
+        from buildfleet.fleet.machines.selection import MachinesError
         errors.append(MachinesError)
     except ImportError:
         pass
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         from buildfleet.manual import show_manual
         return show_manual()
     if args.worker:
-        from buildfleet.fleet.worker import run_worker
+        from buildfleet.fleet.worker.loop import run_worker
         return run_worker(args)
     try:
         signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
@@ -132,13 +132,13 @@ def _run(args: argparse.Namespace) -> int:
         from buildfleet.toolchain_fetch import fetch_arch
         return fetch_arch(args.fetch_arch, settings)
     if args.kill_workers:
-        from buildfleet.fleet.machine_report import run_kill_workers
+        from buildfleet.fleet.machines.report import run_kill_workers
         return run_kill_workers(args, settings)
     from buildfleet.toolchains import run_list_toolchains, scan_toolchains
     if args.list_tool_chains:
         return run_list_toolchains(args, settings)
     if args.mach:
-        from buildfleet.fleet.machine_report import run_mach
+        from buildfleet.fleet.machines.report import run_mach
         return run_mach(args, settings, scan_toolchains(settings).archs())
     return _run_build_or_summary(args, settings)
 
@@ -193,7 +193,7 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
         remove_old_commit_dirs(plan.base, plan.all_commits)
     start_remote = None
     if args.dist:
-        from buildfleet.fleet.boss import remote_starter
+        from buildfleet.fleet.remote.boss import remote_starter
         start_remote = remote_starter(settings)
     from buildfleet.runner import run_plan
     code = run_plan(plan, args, toolchains, start_remote)

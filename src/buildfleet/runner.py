@@ -23,12 +23,12 @@ from typing import Any, Protocol, TextIO
 from buildfleet.build.builder import Builder
 from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.workspace import prepare_slots
-from buildfleet.fleet.costs import CostModel, load_history
+from buildfleet.fleet.dispatch.costs import CostModel, load_history
+from buildfleet.fleet.dispatch.policy import CostAwarePolicy
+from buildfleet.fleet.dispatch.pool import JobPool
+from buildfleet.fleet.dispatch.sink import ResultSink
 from buildfleet.fleet.local import LOCAL, LocalExecutor
-from buildfleet.fleet.policy import CostAwarePolicy
-from buildfleet.fleet.pool import JobPool
 from buildfleet.fleet.runlog import RunLog
-from buildfleet.fleet.sink import ResultSink
 from buildfleet.model import Board, BuildResult
 from buildfleet.plan import RunPlan, cpu_count, slot_root
 from buildfleet.results.paths import build_dir

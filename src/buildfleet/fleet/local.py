@@ -12,8 +12,8 @@ import traceback
 from collections.abc import Callable
 
 from buildfleet.build.builder import Builder, BuildInterrupted, Slot
-from buildfleet.fleet.pool import JobPool
-from buildfleet.fleet.sink import ResultSink
+from buildfleet.fleet.dispatch.pool import JobPool
+from buildfleet.fleet.dispatch.sink import ResultSink
 
 LOCAL = "local"
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from buildfleet.fleet.machines import DEFAULT_WORK_DIR
-from buildfleet.fleet.ssh import SshResult, SshSession, last_line, remote_path, run_ssh
+from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR
+from buildfleet.fleet.machines.ssh import SshResult, SshSession, last_line, remote_path, run_ssh
 
 if TYPE_CHECKING:
     from buildfleet.settings import MachineConfig
@@ -29,7 +29,8 @@ MAX_PARALLEL = 32
 
 def probe_script() -> str:
     """The self-contained script that runs on the machine."""
-    return resources.files("buildfleet.fleet").joinpath("probe_script.py").read_text("utf-8")
+    script = resources.files("buildfleet.fleet.machines").joinpath("probe_script.py")
+    return script.read_text("utf-8")
 
 
 def probe_command(work_dir: str = DEFAULT_WORK_DIR) -> str:

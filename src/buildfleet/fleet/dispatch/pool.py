@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from buildfleet.fleet.policy import CostAwarePolicy, FifoPolicy
+from buildfleet.fleet.dispatch.policy import CostAwarePolicy, FifoPolicy
 from buildfleet.model import Board, BuildJob
 
 CancelHook = Callable[[str], None]

@@ -21,11 +21,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from buildfleet.fleet.killworkers import run_kill_workers
-from buildfleet.fleet.machines import DEFAULT_WORK_DIR, configured_machines
-from buildfleet.fleet.probe import MachineStatus, probe_machines
-from buildfleet.fleet.ship import ShipError, ensure_shipped
-from buildfleet.fleet.ssh import SshSession, last_line, remote_path, run_ssh
+from buildfleet.fleet.machines.kill import run_kill_workers
+from buildfleet.fleet.machines.probe import MachineStatus, probe_machines
+from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR, configured_machines
+from buildfleet.fleet.machines.ship import ShipError, ensure_shipped
+from buildfleet.fleet.machines.ssh import SshSession, last_line, remote_path, run_ssh
 from buildfleet.toolchains import merged_aliases
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TextIO
 
-from buildfleet.fleet.machines import DEFAULT_WORK_DIR, LOCK_NAME, configured_machines
-from buildfleet.fleet.ssh import SshSession, last_line, remote_path, run_ssh
+from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR, LOCK_NAME, configured_machines
+from buildfleet.fleet.machines.ssh import SshSession, last_line, remote_path, run_ssh
 
 if TYPE_CHECKING:
     from buildfleet.settings import MachineConfig, Settings

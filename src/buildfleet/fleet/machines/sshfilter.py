@@ -7,7 +7,7 @@ points ``GIT_SSH_COMMAND`` at this module: it prefixes the remote command
 with ``echo <token>``, drops everything the remote side prints before that
 token, and passes the rest through untouched. Usage (what git runs)::
 
-    python -m buildfleet.fleet.sshfilter TOKEN ssh [opts] HOST COMMAND
+    python -m buildfleet.fleet.machines.sshfilter TOKEN ssh [opts] HOST COMMAND
 """
 
 from __future__ import annotations

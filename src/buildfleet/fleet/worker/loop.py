@@ -35,7 +35,6 @@ from typing import IO, Any
 
 from buildfleet.build.builder import Builder, BuildInterrupted, Slot, prepare_slots
 from buildfleet.build.makecmd import make_jobs
-from buildfleet.fleet import reaper
 from buildfleet.fleet.protocol import (
     HEARTBEAT_INTERVAL,
     MAX_COMMAND_LINE,
@@ -45,15 +44,16 @@ from buildfleet.fleet.protocol import (
     read_line,
     ready_reply,
 )
-from buildfleet.fleet.workdir import WorkDir, WorkDirError, setup_work_dir
-from buildfleet.fleet.workerio import Output, become_leader, cpu_threads, private_streams
-from buildfleet.fleet.workertools import (
+from buildfleet.fleet.worker import reaper
+from buildfleet.fleet.worker.streams import Output, become_leader, cpu_threads, private_streams
+from buildfleet.fleet.worker.tools import (
     CommandError,
     check_commits,
     ensure_head,
     load_toolchains,
     parse_flags,
 )
+from buildfleet.fleet.worker.workdir import WorkDir, WorkDirError, setup_work_dir
 from buildfleet.gitutil import GitError
 from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult, Commit
 from buildfleet.results.paths import is_safe_name
@@ -471,7 +471,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a worker without the full command line (``python -m buildfleet.fleet.worker``)."""
+    """Run a worker without the full command line (``python -m buildfleet.fleet.worker.loop``)."""
     from buildfleet.cmdline import parse_args
 
     return run_worker(parse_args(argv))

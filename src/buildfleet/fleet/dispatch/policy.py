@@ -35,8 +35,8 @@ import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from buildfleet.fleet.costs import CostModel
-from buildfleet.fleet.dispatch_stats import DispatchStats, ExecutorStats
+from buildfleet.fleet.dispatch.costs import CostModel
+from buildfleet.fleet.dispatch.stats import DispatchStats, ExecutorStats
 from buildfleet.model import Board, BuildJob
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildfleet import PROTOCOL_VERSION, __version__
-from buildfleet.fleet.machines import DEFAULT_WORK_DIR
-from buildfleet.fleet.ssh import SshSession, remote_path, run_ssh
+from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR
+from buildfleet.fleet.machines.ssh import SshSession, remote_path, run_ssh
 
 if TYPE_CHECKING:
     from buildfleet.settings import MachineConfig

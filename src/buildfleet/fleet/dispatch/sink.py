@@ -19,7 +19,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from buildfleet.fleet.pool import JobPool
+from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.model import IMAGE_HASHES, BuildResult
 from buildfleet.results.progress import Progress, RunCounts
 from buildfleet.results.reproducibility import ReproCheck

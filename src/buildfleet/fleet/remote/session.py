@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from buildfleet.fleet.channel import Channel, ChannelError
 from buildfleet.fleet.protocol import ProtocolError
+from buildfleet.fleet.remote.channel import Channel, ChannelError
 from buildfleet.model import BuildJob, BuildResult
 from buildfleet.results.writer import UnsafeResult
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildfleet import gitutil
-from buildfleet.fleet.reaper import reap_inside
+from buildfleet.fleet.worker.reaper import reap_inside
 
 LOCK_NAME = ".lock"
 

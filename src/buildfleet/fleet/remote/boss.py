@@ -20,11 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 from buildfleet import __version__, gitutil
-from buildfleet.fleet import ship
-from buildfleet.fleet.channel import Channel, ChannelError
-from buildfleet.fleet.machines import DEFAULT_WORK_DIR, MachinesError, select_machines
-from buildfleet.fleet.probe import MachineStatus, probe_machines
-from buildfleet.fleet.remote import (
+from buildfleet.fleet.machines import ship
+from buildfleet.fleet.machines.probe import MachineStatus, probe_machines
+from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR, MachinesError, select_machines
+from buildfleet.fleet.machines.ssh import SshSession, git_push_env, ssh_argv
+from buildfleet.fleet.remote.channel import Channel, ChannelError
+from buildfleet.fleet.remote.session import (
     PREPARE_SECONDS,
     QUIT_SECONDS,
     RemoteDispatcher,
@@ -33,7 +34,6 @@ from buildfleet.fleet.remote import (
     WorkerLost,
 )
 from buildfleet.fleet.runlog import RunLog
-from buildfleet.fleet.ssh import SshSession, git_push_env, ssh_argv
 from buildfleet.model import Board, BuildJob, BuildResult
 from buildfleet.plan import PlanError
 from buildfleet.settings import Settings
@@ -226,8 +226,9 @@ class RemoteExecutor:
         env = git_push_env(machine, self.session)
         # Through sshfilter: a banner from the machine's shell must not break git's protocol.
         token = f"BUILDFLEET-PUSH-{secrets.token_hex(8)}"
-        env["GIT_SSH_COMMAND"] = (shlex.join([sys.executable, "-m", "buildfleet.fleet.sshfilter",
-                                              token]) + " " + env["GIT_SSH_COMMAND"])
+        env["GIT_SSH_COMMAND"] = (shlex.join([sys.executable, "-m",
+                                              "buildfleet.fleet.machines.sshfilter", token])
+                                  + " " + env["GIT_SSH_COMMAND"])
         gitutil.git(["push", "-q", "--force", f"{machine.host}:{git_dir}",
                      f"{self.tip}:refs/heads/work"], cwd=self.ctx.plan.src_dir, env=env,
                     timeout=PUSH_SECONDS)

@@ -1,0 +1,1 @@
+"""The fleet's machines: choice, SSH, probing, shipping the tool, ``--mach``, ``--kill-workers``."""

@@ -1,0 +1,1 @@
+"""The boss's side of remote machines: start-up, the session with a worker, its channel."""

@@ -1,0 +1,1 @@
+"""``buildfleet --worker``: what runs on a build machine (stdlib only, beside the builder)."""
