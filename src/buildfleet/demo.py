@@ -28,6 +28,7 @@ from buildfleet.demo_sources import (
     CPU,
     CROSS_PREFIX,
     KCONFIG_ARCH,
+    TINY_SIZE_LIMIT,
     VENDOR_SOC,
     VENDOR_STATUS,
     DemoBoard,
@@ -87,6 +88,8 @@ class DemoTree:
     warning_text: str = "warning: unused variable 'retries'"
     error_text: str = "error: 'cpu_clk_rate' undeclared"
     env_target: str = ""  # its default environment changes at config_upto
+    link_failure_target: str | None = None  # fails after linking u-boot, every commit
+    orphan_target: str | None = None  # MAINTAINERS: status Orphan (no maintainer)
 
     @property
     def targets(self) -> list[str]:
@@ -118,19 +121,23 @@ def _extra_boards(extra_archs: Mapping[str, str]) -> list[DemoBoard]:
 
 def _default_boards() -> list[DemoBoard]:
     def mk(target: str, arch: str, vendor: str, spl: bool, table: bool, fx: bool,
-           include_of: str = "") -> DemoBoard:
+           include_of: str = "", tpl: bool = False, size_limit: int = 0) -> DemoBoard:
         return DemoBoard(target=target, arch=arch, cpu=CPU[arch], soc=VENDOR_SOC[vendor],
                          vendor=vendor, cross_compile=CROSS_PREFIX[arch], has_spl=spl,
-                         table=table, feature_x=fx, include_of=include_of)
+                         table=table, feature_x=fx, include_of=include_of, has_tpl=tpl,
+                         size_limit=size_limit)
     return [
         mk("sandbox", "sandbox", "", False, True, False),
         mk("acme_arm1", "arm", "acme", True, True, True),
         mk("acme_arm2", "arm", "acme", False, False, False),
-        mk("globex_a64", "aarch64", "globex", True, True, True),
+        mk("globex_a64", "aarch64", "globex", True, True, True, tpl=True),
         mk("globex_a64b", "aarch64", "globex", False, True, False, include_of="globex_a64"),
         mk("initech_rv1", "riscv64", "initech", True, True, False),
         mk("initech_rv2", "riscv64", "initech", False, False, False),
         mk("umbrella_arm3", "arm", "umbrella", False, False, True),
+        # Only in trees of 9 boards or more: it fails at every commit after
+        # linking u-boot (u-boot.bin over the board's size limit).
+        mk("hooli_arm4", "arm", "hooli", False, False, False, size_limit=TINY_SIZE_LIMIT),
     ]
 
 
@@ -176,7 +183,7 @@ def _write(root: Path, files: dict[str, str]) -> None:
 # common C sources), shipped as package data under ``demo_template/``.
 TEMPLATE_FILES = ("Makefile", "scripts/kconfig/conf.py", "include/demo.h", "common/main.c",
                   "common/spl.c", "common/version.c", "drivers/serial.c", "env/common.c",
-                  "tools/envcrc.c")
+                  "tools/envcrc.c", "arch/u-boot-pie.lds")
 
 
 def _template(rel: str) -> str:
@@ -291,7 +298,9 @@ def make_demo_tree(path: Path, boards: int = 8, commits: int = 4,
         warning_upto=1 if commits > 1 else None,
         broken_target=broken, broken_upto=2 if commits > 2 else None,
         fixed_upto=3 if commits > 3 else None,
-        config_target=config_target, config_upto=0, env_target=config_target)
+        config_target=config_target, config_upto=0, env_target=config_target,
+        link_failure_target=next((b.target for b in brds if b.size_limit), None),
+        orphan_target=next((b.target for b in brds if b.status == "Orphan"), None))
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:

@@ -16,9 +16,12 @@ KCONFIG_ARCH = {"sandbox": "SANDBOX", "arm": "ARM", "aarch64": "ARM", "riscv64":
 ARCH_DIRS = {"SANDBOX": "sandbox", "ARM": "arm", "RISCV": "riscv"}
 CPU = {"sandbox": "sandbox", "arm": "armv7", "aarch64": "armv8", "riscv64": "generic"}
 VENDOR_SOC = {"acme": "am33", "globex": "gx8", "initech": "", "umbrella": "um7",
-              "": ""}
+              "hooli": "hl1", "": ""}
 VENDOR_STATUS = {"acme": "Maintained", "globex": "Supported", "initech": "Maintained",
-                 "umbrella": "Orphan since 2023.04", "": "Maintained"}
+                 "umbrella": "Orphan since 2023.04", "hooli": "Maintained", "": "Maintained"}
+# A board image limit (CONFIG_BOARD_SIZE_LIMIT) that u-boot.bin always exceeds:
+# make fails after u-boot is linked, as a real board over its limit does.
+TINY_SIZE_LIMIT = 64
 
 @dataclass(frozen=True)
 class DemoBoard:
@@ -36,6 +39,8 @@ class DemoBoard:
     maintainers: tuple[str, ...] = ()
     status: str = "Active"
     include_of: str = ""  # defconfig #includes this target's defconfig
+    has_tpl: bool = False  # CONFIG_TPL: tpl/u-boot-tpl and its .cfg too
+    size_limit: int = 0   # CONFIG_BOARD_SIZE_LIMIT for u-boot.bin (0: none)
 
     @property
     def board_name(self) -> str:
@@ -118,6 +123,9 @@ config SYS_CONFIG_NAME
 config SUPPORT_SPL
 \tbool
 
+config SUPPORT_TPL
+\tbool
+
 menu "General setup"
 
 config SPL
@@ -125,6 +133,20 @@ config SPL
 \tdepends on SUPPORT_SPL
 \thelp
 \t  Build a secondary program loader, spl/u-boot-spl.
+
+config TPL
+\tbool "Enable TPL"
+\tdepends on SPL && SUPPORT_TPL
+\thelp
+\t  Build a tertiary program loader, tpl/u-boot-tpl.
+
+config HAS_BOARD_SIZE_LIMIT
+\tbool "Define a maximum size for u-boot.bin"
+
+config BOARD_SIZE_LIMIT
+\tint "Maximum size of u-boot.bin in bytes"
+\tdepends on HAS_BOARD_SIZE_LIMIT
+\tdefault 1048576
 
 config LTO
 \tbool "Link-time optimisation"
@@ -170,6 +192,8 @@ def kconfig_arch(kname: str, boards: list[DemoBoard]) -> str:
             lines.append("\tselect ARM64")
         if brd.has_spl or brd.include_of:
             lines.append("\tselect SUPPORT_SPL")
+        if brd.has_tpl or brd.include_of:
+            lines.append("\tselect SUPPORT_TPL")
         lines.append("")
     lines += ["endchoice", "", "endif", ""]
     return "\n".join(lines)
@@ -199,6 +223,10 @@ def defconfig_text(brd: DemoBoard, malloc: str) -> str:
     lines = [f"CONFIG_{kconfig_name(brd.arch)}=y", f"CONFIG_TARGET_{brd.target.upper()}=y"]
     if brd.has_spl:
         lines.append("CONFIG_SPL=y")
+    if brd.has_tpl:
+        lines.append("CONFIG_TPL=y")
+    if brd.size_limit:
+        lines += ["CONFIG_HAS_BOARD_SIZE_LIMIT=y", f"CONFIG_BOARD_SIZE_LIMIT={brd.size_limit}"]
     lines.append(f"CONFIG_SYS_MALLOC_LEN={malloc}")
     if brd.table:
         lines.append("CONFIG_DEMO_TABLE=y")

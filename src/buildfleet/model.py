@@ -122,6 +122,12 @@ The writer keeps it in memory too, so two copies of a board (a hedged or
 requeued one) can be compared: a free reproducibility check."""
 
 
+CAPTURE_PROBLEMS = "capture.err"
+"""buildfleet's own result file: ``<image>: <problem>`` per line, when reading an
+image's sizes needed a fallback or failed (a parser error, a binutils tool that
+failed). Absent when everything was read; never read by buildman."""
+
+
 @dataclass
 class BuildResult:
     """The outcome of one board at one commit, whoever built it.

@@ -217,7 +217,7 @@ class Builder:
             "out-env": env_file(env),
             "out-cmd": "".join(c + "\n" for c in outcome.commands).encode(),
         }
-        tools = {name: tc.tool(name) for name in ("nm", "objdump", "objcopy")}
+        tools = {name: tc.tool(name) for name in ("nm", "objdump", "objcopy", "size")}
         files.update(capture.capture_images(out_dir, tools, env))
         files.update(capture.capture_configs(out_dir))
         if self.flags.keep_outputs:

@@ -11,14 +11,18 @@ import hashlib
 import re
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
+from elftools.common.utils import struct_parse
+from elftools.construct.lib.container import Container
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import StringTableSection
 
-from buildfleet.model import IMAGE_HASHES
+from buildfleet.model import CAPTURE_PROBLEMS, IMAGE_HASHES
 
 ELF_IMAGES = ("u-boot", "spl/u-boot-spl", "tpl/u-boot-tpl")
 TOOL_TIMEOUT = 60.0
@@ -48,56 +52,116 @@ UNHASHED = frozenset({".note.gnu.build-id"})
 Sizes = tuple[int, int, int, int]
 
 
-def inspect_image(path: Path) -> tuple[Sizes | None, str]:
+@dataclass
+class ImageInfo:
+    """What one pass over an ELF image yields.
+
+    ``sizes`` is (text, data, bss, rodata) in bytes, counted as GNU size's
+    Berkeley format counts them (from the section flags, as BFD reads them), or
+    None when the image could not be parsed. ``digest`` is the SHA-256 of what
+    the image loads ("" if it could not be read). ``problem`` says why the
+    parser gave no sizes ("" when it did).
+    """
+
+    sizes: Sizes | None
+    digest: str
+    problem: str = ""
+
+
+def _headers(elf: ELFFile) -> Iterator[tuple[str, Container]]:
+    """(name, header) of every section, without building typed section objects.
+
+    ``ELFFile.iter_sections`` makes a typed object per section and resolves its
+    links on the way; real U-Boot images (PIEs whose linker script discards
+    ``.dynsym``) keep a ``.hash`` whose link is 0, and pyelftools refuses those
+    with ``ELFError``. Sizes and the hash need only the headers and the bytes.
+    """
+    names = elf.get_section(elf["e_shstrndx"])
+    if not isinstance(names, StringTableSection):
+        raise ELFError("e_shstrndx does not name a string table")
+    for index in range(elf.num_sections()):
+        header = struct_parse(elf.structs.Elf_Shdr, elf.stream,
+                              stream_pos=elf["e_shoff"] + index * elf["e_shentsize"])
+        yield names.get_string(header["sh_name"]), header
+
+
+def inspect_image(path: Path) -> ImageInfo:
     """One pass over an ELF image: its sizes and the hash of what it loads.
 
-    Sizes are (text, data, bss, rodata), counted as GNU size's Berkeley format
-    does. The hash is SHA-256 of the allocated sections with their addresses.
+    The hash is SHA-256 of the allocated sections with their addresses.
     Debug sections are left out on purpose: they record the build directory,
     which differs between slots and machines by design, so a whole-file hash
     would call every pair of copies different. So is a GNU build-id note, a
     checksum of the whole file (debug info included). The loaded bytes are what
-    ``u-boot.bin`` is made of. A file that is not a readable ELF has no sizes
-    and is hashed whole; an unreadable one gives (None, "").
+    ``u-boot.bin`` is made of. A file the parser cannot read has no sizes (the
+    caller asks ``size`` instead) and is hashed whole.
     """
     digest = hashlib.sha256()
     try:
         with path.open("rb") as fh:
             elf = ELFFile(fh)
             text = data = bss = rodata = 0
-            for sec in elf.iter_sections():
+            for name, sec in _headers(elf):
                 flags = sec["sh_flags"]
                 if not flags & SH_FLAGS.SHF_ALLOC:
                     continue
                 size = sec["sh_size"]
-                if sec.name == ".rodata":
+                if name == ".rodata":
                     rodata = size
+                nobits = sec["sh_type"] == "SHT_NOBITS"
                 if flags & SH_FLAGS.SHF_EXECINSTR or not flags & SH_FLAGS.SHF_WRITE:
                     text += size
-                elif sec["sh_type"] != "SHT_NOBITS":
+                elif not nobits:
                     data += size
                 else:
                     bss += size
-                if sec.name in UNHASHED:
+                if name in UNHASHED:
                     continue
-                digest.update(f"{sec.name}\0{sec['sh_addr']:x}\0{size:x}\0".encode())
-                if sec["sh_type"] != "SHT_NOBITS":
-                    digest.update(sec.data())
-            return (text, data, bss, rodata), digest.hexdigest()
-    except ELFError:
-        pass
-    except OSError:
-        return None, ""
+                digest.update(f"{name}\0{sec['sh_addr']:x}\0{size:x}\0".encode())
+                if not nobits:
+                    fh.seek(sec["sh_offset"])
+                    chunk = fh.read(size)
+                    if len(chunk) != size:
+                        raise ELFError(f"section {name} runs past the end of the file")
+                    digest.update(chunk)
+            return ImageInfo((text, data, bss, rodata), digest.hexdigest())
+    except OSError as exc:
+        return ImageInfo(None, "", f"cannot read: {exc.strerror or exc}")
+    except Exception as exc:  # noqa: BLE001 - pyelftools raises many kinds on bad input
+        problem = f"pyelftools cannot read it: {type(exc).__name__}: {exc}"
     try:
-        return None, hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None, ""
+        return ImageInfo(None, hashlib.sha256(path.read_bytes()).hexdigest(), problem)
+    except OSError as exc:
+        return ImageInfo(None, "", f"cannot read: {exc.strerror or exc}")
 
 
-def sizes_line(image: str, sizes: Sizes) -> str:
-    text, data, bss, rodata = sizes
+def sizes_line(image: str, sizes: Sizes, rodata: str | None = None) -> str:
+    """buildman's ``sizes`` line: GNU size's Berkeley data line, a space, the .rodata size.
+
+    ``rodata`` is the size as ``objdump -h`` prints it (what buildman appends);
+    None formats the parsed size the same way (8 hex digits at least).
+    """
+    text, data, bss, rodata_size = sizes
     dec = text + data + bss
-    return f"{text:7d}\t{data:7d}\t{bss:7d}\t{dec:7d}\t{dec:7x}\t{image} {rodata:x}"
+    if rodata is None:
+        rodata = f"{rodata_size:08x}" if rodata_size else ""
+    return f"{text:7d}\t{data:7d}\t{bss:7d}\t{dec:7d}\t{dec:7x}\t{image} {rodata}"
+
+
+def objdump_rodata(objdump: bytes) -> str:
+    """The ``.rodata`` size column of ``objdump -h`` output, as printed ('' if none)."""
+    found = ""
+    for line in objdump.decode("utf-8", "replace").splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == ".rodata":
+            found = fields[2]
+    return found
+
+
+def size_tool_line(output: bytes | None) -> str | None:
+    """The data line of ``size`` output (the second line), None if it has none."""
+    lines = (output or b"").decode("utf-8", "replace").splitlines()
+    return lines[1] if len(lines) > 1 else None
 
 
 class _Tool:
@@ -145,12 +209,25 @@ def _nm_target(objdump: bytes | None) -> list[str]:
     return [f"--target={match.group(1).decode()}"] if match else []
 
 
+def _buildman_text(output: bytes) -> bytes:
+    """A tool's output as buildman stores it: followed by one space.
+
+    buildman writes each nm and objdump output with ``print(..., end=' ')``;
+    the same bytes keep the two output trees byte-for-byte alike.
+    """
+    return output + b" "
+
+
 def capture_images(out_dir: Path, tool: Mapping[str, str],
                    env: Mapping[str, str]) -> dict[str, bytes]:
     """``sizes``, ``<elf>.sizes``, ``<elf>.objdump`` and ``uboot.env`` for the ELFs present.
 
-    Plus buildfleet's own ``images.sha256`` (``<sha256>  <image>`` per image,
-    see :func:`inspect_image`), for comparing two copies of the same result.
+    Whatever the return code of make: an image linked before a later step
+    failed still has its sizes recorded, as buildman does. Plus buildfleet's
+    own ``images.sha256`` (``<sha256>  <image>`` per image, see
+    :func:`inspect_image`) and, when an image's sizes could not be read as
+    usual, ``capture.err`` (``<image>: <what went wrong>`` per line): a parser
+    or tool failure is kept in the result, never dropped in silence.
     """
     files: dict[str, bytes] = {}
     images = [image for image in ELF_IMAGES if (out_dir / image).is_file()]
@@ -163,31 +240,49 @@ def capture_images(out_dir: Path, tool: Mapping[str, str],
         env_image.unlink(missing_ok=True)
         objcopy = _Tool([tool["objcopy"], "-O", "binary", "-j", ".rodata.default_environment",
                          "env/built-in.a", "uboot.env"], out_dir, env)
+    infos = {image: inspect_image(out_dir / image) for image in images}
+    problems: list[str] = []
     lines = []
     hashes = []
-    for image in images:
-        sizes, digest = inspect_image(out_dir / image)
-        if sizes is not None:
-            lines.append(sizes_line(image, sizes))
-        if digest:
-            hashes.append(f"{digest}  {image}\n")
     nms = {}
     for image in images:
+        info = infos[image]
         objdump = objdumps[image].output()
+        rodata = None
         if objdump is not None:
-            files[f"{image.replace('/', '-')}.objdump"] = objdump
+            files[f"{image.replace('/', '-')}.objdump"] = _buildman_text(objdump)
+            rodata = objdump_rodata(objdump)
+        else:
+            problems.append(f"{image}: {tool['objdump']} -h failed")
+        if info.sizes is not None:
+            lines.append(sizes_line(image, info.sizes, rodata))
+        else:
+            # The parser could not read it: ask binutils' size, as buildman does.
+            line = size_tool_line(_run_tool([tool["size"], image], out_dir, env))
+            if line is not None:
+                lines.append(f"{line} {rodata or ''}")
+                problems.append(f"{image}: {info.problem}; sizes from {tool['size']}")
+            else:
+                problems.append(f"{image}: {info.problem}; {tool['size']} failed too: "
+                                "no sizes")
+        if info.digest:
+            hashes.append(f"{info.digest}  {image}\n")
         target = _nm_target(objdump)
         nms[image] = (_Tool([tool["nm"], *target, "--size-sort", image], out_dir, env), target)
     for image, (nm_tool, target) in nms.items():
         nm = nm_tool.output()
         if nm is None and target:  # an nm that does not know objdump's name for it
             nm = _run_tool([tool["nm"], "--size-sort", image], out_dir, env)
-        if nm is not None:
-            files[f"{image.replace('/', '-')}.sizes"] = nm
+        if nm is None:
+            problems.append(f"{image}: {tool['nm']} --size-sort failed")
+        elif nm:  # buildman writes no file for empty output
+            files[f"{image.replace('/', '-')}.sizes"] = _buildman_text(nm)
     if lines:
         files["sizes"] = ("\n".join(lines) + "\n").encode()
     if hashes:
         files[IMAGE_HASHES] = "".join(hashes).encode()
+    if problems:
+        files[CAPTURE_PROBLEMS] = "".join(p + "\n" for p in problems).encode()
     if env_image is not None:
         objcopy.output()
         if env_image.is_file():

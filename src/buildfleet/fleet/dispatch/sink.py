@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 
 from buildfleet.fleet.dispatch.pool import JobPool
-from buildfleet.model import IMAGE_HASHES, BuildResult
+from buildfleet.model import CAPTURE_PROBLEMS, IMAGE_HASHES, BuildResult
 from buildfleet.results.progress import Progress, RunCounts
 from buildfleet.results.reproducibility import ReproCheck
 from buildfleet.results.writer import ResultWriter, UnsafeResult
@@ -108,6 +108,10 @@ class ResultSink:
         with self._lock:
             self.counts.add(result.return_code, bool(result.stderr), result.host)
         self.progress.update(result.target, result.host)
+        problems = result.files.get(CAPTURE_PROBLEMS)
+        if problems:  # kept in the result too (capture.err)
+            for line in problems.decode("utf-8", "replace").splitlines():
+                self.log(f"Warning: {result.target}: {line}")
         if self.on_written is not None:
             self.on_written(result)
 
