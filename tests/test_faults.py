@@ -187,9 +187,12 @@ def _shipped_pyz(h: SshdHarness, tree: Path, tmp_path: Path) -> str:
     return str(found[-1])
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
 def test_sigint_stops_everything_and_a_rerun_completes(demo: tuple[Path, Tree],
                                                        fleet: SshdHarness,
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path, sig: int) -> None:
+    """Ctrl-C, and SIGHUP (a closed terminal or a dropped SSH session to the boss's
+    machine), stop the run with nothing left running; a rerun completes the tree."""
     tree, want = demo
     name, _ = _alpha(fleet)
     out = tmp_path / "out"
@@ -197,7 +200,7 @@ def test_sigint_stops_everything_and_a_rerun_completes(demo: tuple[Path, Tree],
                      ",".join(m.name for m in fleet.reachable), env=ENV)
     assert run.wait_for_host(name)
     sent = time.monotonic()
-    run.proc.send_signal(signal.SIGINT)
+    run.proc.send_signal(sig)
     rc, stdout, stderr = run.wait(timeout=30)
     took = time.monotonic() - sent
     assert rc == 130, stdout + stderr
@@ -208,6 +211,8 @@ def test_sigint_stops_everything_and_a_rerun_completes(demo: tuple[Path, Tree],
     assert 0 < len(partial) < len(want)
     for key, outcome in partial.items():
         assert outcome == want[key]
+    if sig != signal.SIGINT:
+        return
     rerun = start_dist(tree, out, fleet.settings_file, "--use-machines",
                        ",".join(m.name for m in fleet.reachable), env=ENV)
     rc, stdout, stderr = rerun.wait()

@@ -90,13 +90,27 @@ def test_probe_script_reports_the_machine_and_its_own_toolchains() -> None:
     assert data["tools"]["make"].startswith("GNU Make")
     assert data["tools"]["git"].startswith("git version")
     assert data["tools"]["python3"].startswith("Python 3.")
-    assert "dtc" in data["tools"]
+    assert "dtc" in data["tools"] and "swig" in data["tools"]
     assert status.toolchains["aarch64"] == "/usr/bin/aarch64-linux-gnu-gcc"
     assert status.toolchains["arm"] == "/usr/bin/arm-linux-gnueabihf-gcc"
     assert status.toolchains["sandbox"] == "/usr/bin/gcc"
     assert "c89" not in status.toolchains
     st = os.statvfs(os.path.expanduser("~"))
     assert abs(status.disk_mb - st.f_bavail * st.f_frsize // 2**20) < 200  # type: ignore[operator]
+
+
+def test_probe_reads_swig_version(tmp_path: Path) -> None:
+    """swig prints its version after a blank line and only knows ``-version``."""
+    swig = tmp_path / "swig"
+    swig.write_text("#!/bin/sh\n[ \"$1\" = -version ] || exit 1\n"
+                    "printf '\\nSWIG Version 4.1.0\\n\\nCompiled with g++\\n'\n")
+    swig.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["/usr/bin/python3", "-", "~"], input=probe_script().encode(),
+                          capture_output=True, timeout=60, check=False, env=env)
+    status = judge(_cfg(busy_load=100, min_disk_mb=1, min_mem_mb=1),
+                   SshResult(proc.returncode, proc.stdout, proc.stderr))
+    assert status.tools["swig"] == "SWIG Version 4.1.0"
 
 
 def test_unavailable_reasons() -> None:
@@ -129,10 +143,12 @@ def _status(name: str, tools: dict[str, str | None], chains: dict[str, str],
 
 
 def test_toolchain_check_and_notes() -> None:
-    a = _status("a", {"gcc": "gcc 12", "dtc": "1.6.1"}, {"arm": "/x/arm-linux-gcc"},
-                {"arm": "gcc-13.2.0-nolibc"})
-    b = _status("b", {"gcc": "gcc 12", "dtc": "1.7.0"}, {"arm": "/x", "riscv64": "/y"})
-    c = _status("c", {"gcc": "gcc 12", "dtc": None}, {"riscv64": "/y"})
+    a = _status("a", {"gcc": "gcc 12", "dtc": "1.6.1", "swig": "SWIG Version 4.1.0"},
+                {"arm": "/x/arm-linux-gcc"}, {"arm": "gcc-13.2.0-nolibc"})
+    b = _status("b", {"gcc": "gcc 12", "dtc": "1.7.0", "swig": "SWIG Version 4.1.0"},
+                {"arm": "/x", "riscv64": "/y"})
+    c = _status("c", {"gcc": "gcc 12", "dtc": None, "swig": "SWIG Version 4.2.1"},
+                {"riscv64": "/y"})
     local = {"arm", "riscv64", "riscv"}
     versions = {"arm": "gcc-14.2.0-nolibc"}
     checks = [check_toolchains(s, local, versions, {"riscv": ["riscv64"]}) for s in (a, b, c)]
@@ -146,6 +162,7 @@ def test_toolchain_check_and_notes() -> None:
         "  c: need arm",
         "Host tool version drift (may cause per-machine differences):",
         "  dtc: 1.6.1 (a); 1.7.0 (b); missing (c)",
+        "  swig: SWIG Version 4.1.0 (a, b); SWIG Version 4.2.1 (c)",
     ]
 
 

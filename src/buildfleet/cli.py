@@ -51,6 +51,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM and SIGHUP (a closed terminal, a dropped SSH session to the boss's
+    machine) stop a run as Ctrl-C does: workers told to quit, makes killed."""
     raise KeyboardInterrupt()
 
 
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         from buildfleet.fleet.worker.loop import run_worker
         return run_worker(args)
     try:
-        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _sigterm_to_interrupt)
     except ValueError:
         pass  # not the main thread (tests calling main() directly)
     try:

@@ -24,7 +24,7 @@ SUFFIXES = ("-elf", "-unknown-linux-gnu", "-linux", "-none-linux-gnueabi",
 NOT_TOOLCHAINS = ("c89-gcc", "c99-gcc")
 TOOLS = (("gcc", ["gcc", "--version"]), ("make", ["make", "--version"]),
          ("git", ["git", "--version"]), ("dtc", ["dtc", "--version"]),
-         ("python3", ["python3", "--version"]))
+         ("swig", ["swig", "-version"]), ("python3", ["python3", "--version"]))
 
 
 def first_line(argv):

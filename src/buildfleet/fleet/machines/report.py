@@ -37,7 +37,7 @@ __all__ = ["ToolchainCheck", "check_toolchains", "fetch_missing", "notes", "rend
 FETCH_URL_ENV = "BUILDFLEET_FETCH_URL"
 FETCH_TIMEOUT_S = 900.0
 SANDBOX = "sandbox"
-DRIFT_TOOLS = ("gcc", "make", "git", "dtc", "python3")
+DRIFT_TOOLS = ("gcc", "make", "git", "dtc", "swig", "python3")
 PLAIN_WIDTH = 240
 
 
