@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,7 +52,8 @@ def test_scan_matches_the_demo(tree: DemoTree, boards: list[Board]) -> None:
     assert found["globex_a64"].arch == "aarch64" and found["globex_a64b"].arch == "aarch64"
     assert found["initech_rv1"].arch == "riscv64"
     assert found["acme_arm1"].arch == "arm" and found["acme_arm1"].cpu == "armv7"
-    assert found["umbrella_arm3"].status == "Orphan"  # '#M:' counts, 'Orphan since' maps
+    # An orphan has no maintainer (its '#M:' line notwithstanding), status '-'
+    assert found["umbrella_arm3"].status == "" and found["umbrella_arm3"].maintainers == ()
 
 
 def test_parallel_scan_equals_serial(tmp_path: Path) -> None:
@@ -74,7 +77,10 @@ def test_boards_cfg_round_trip_and_format(boards: list[Board], tmp_path: Path) -
     starts = {r.index(r.split()[1], len(r.split()[0])) for r in rows}
     assert starts == {len("Active") + 2}
     globex = next(r for r in rows if r.split()[6] == "globex_a64")
-    assert globex.endswith("<socs@example.com>:Globex Maintainer <globex@example.com>")
+    # The board's own MAINTAINERS record replaces the top-level one (N: ^globex)
+    assert globex.endswith("  Globex Maintainer <globex@example.com>")
+    umbrella = next(r for r in rows if r.split()[6] == "umbrella_arm3")
+    assert umbrella.split()[0] == "-" and umbrella.split()[-1] == "-"
     assert sorted(read_boards_cfg(cfg), key=lambda b: b.target) == \
         sorted(boards, key=lambda b: b.target)
 
@@ -133,12 +139,14 @@ def test_ensure_regenerates_when_stale(tree: DemoTree, tmp_path: Path) -> None:
     warnings: list[str] = []
     updated = by_target(ensure_boards_cfg(src, cfg, jobs=1, warn=warnings.append))
     assert updated["acme_arm2"].maintainers == ("New Person <new@example.com>",)
-    assert updated["acme_arm2"].status == "-"
-    assert warnings == ["WARNING: Odd Fixes: unknown status for 'acme_arm2'"]
+    assert updated["acme_arm2"].status == ""  # boards.cfg: '-'
+    assert warnings == ["WARNING: Odd Fixes: unknown status for 'acme_arm2'",
+                        "WARNING: no maintainers for 'umbrella_arm3'"]
 
 
 def test_maintainer_warnings_and_full_check(tree: DemoTree, tmp_path: Path) -> None:
-    assert maintainer_check(tree.path, full=True) == []
+    assert maintainer_check(tree.path, full=True) == [
+        "WARNING: no maintainers for 'umbrella_arm3'"]
     src = tmp_path / "src"
     shutil.copytree(tree.path, src, ignore=shutil.ignore_patterns(".git"))
     (src / "board" / "initech" / "initech_rv1" / "MAINTAINERS").unlink()
@@ -156,17 +164,18 @@ def test_maintainer_warnings_and_full_check(tree: DemoTree, tmp_path: Path) -> N
     (src / "MAINTAINERS").write_text((src / "MAINTAINERS").read_text() +
                                      "\nMORE\nM:\tL <l@example.com>\nS:\tMaintained\n"
                                      "F:\tconfigs/lonely_defconfig\nN:\t^dup$\n")
-    assert maintainer_check(src, full=False) == [
+    # A record without S: has status '-' (buildman's default), which is unknown
+    maint = [
+        "WARNING: -: unknown status for 'initech_rv2'",
         "WARNING: no maintainers for 'initech_rv1'",
-        "WARNING: no status info for 'initech_rv2'",
+        "WARNING: no maintainers for 'umbrella_arm3'",
     ]
+    assert maintainer_check(src, full=False) == maint
     full = maintainer_check(src, full=True)
-    assert sorted(full) == sorted([
+    assert sorted(full[:2]) == [
         "WARNING: dup_defconfig: Duplicate TARGET_xxx: sandbox and extra",
         "WARNING: lonely_defconfig: No TARGET_LONELY enabled",
-        "WARNING: no maintainers for 'initech_rv1'",
-        "WARNING: no status info for 'initech_rv2'",
-    ])
+    ] and full[2:] == maint
 
 
 def test_no_kconfig_is_a_clear_error(tmp_path: Path) -> None:
@@ -176,8 +185,11 @@ def test_no_kconfig_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_select_terms(boards: list[Board]) -> None:
     sel = select_boards(boards, [])
+    # boards.cfg's order is kept (buildman lists boards in it everywhere): the
+    # orphan (status '-') first, then by arch
+    assert [b.target for b in boards][:3] == ["umbrella_arm3", "globex_a64", "globex_a64b"]
     assert len(sel.boards) == len(boards) and sel.why_selected == {
-        "all": sorted(b.target for b in boards)}
+        "all": [b.target for b in boards]}
     # Match at start: 'acme' matches, 'cme' does not.
     assert [b.target for b in select_boards(boards, ["acme"]).boards] == [
         "acme_arm1", "acme_arm2"]
@@ -186,7 +198,7 @@ def test_select_terms(boards: list[Board]) -> None:
     # Terms are ORed; '&' ANDs within a term, with or without spaces.
     for spelled in (["arm & armv7"], ["arm&armv7"], ["arm &armv7"], ["arm", "&", "armv7"]):
         sel = select_boards(boards, spelled)
-        assert [b.target for b in sel.boards] == ["acme_arm1", "acme_arm2", "umbrella_arm3"]
+        assert [b.target for b in sel.boards] == ["umbrella_arm3", "acme_arm1", "acme_arm2"]
         assert list(sel.why_selected) == ["arm&armv7"]
     sel = select_boards(boards, ["sandbox riscv64"])
     assert [b.target for b in sel.boards] == ["initech_rv1", "initech_rv2", "sandbox"]
@@ -196,9 +208,9 @@ def test_select_terms(boards: list[Board]) -> None:
 
 def test_select_exclude_and_board_list(boards: list[Board]) -> None:
     sel = select_boards(boards, ["arm", "aarch64"], exclude=["umbrella,globex_a64b"])
-    assert [b.target for b in sel.boards] == ["acme_arm1", "acme_arm2", "globex_a64"]
+    assert [b.target for b in sel.boards] == ["globex_a64", "acme_arm1", "acme_arm2"]
     # 'arm' also matches cpu 'armv8' at its start.
-    assert sel.why_selected["arm"] == ["acme_arm1", "acme_arm2", "globex_a64"]
+    assert sel.why_selected["arm"] == ["globex_a64", "acme_arm1", "acme_arm2"]
     # --boards together with terms: the union; unknown names reported.
     sel = select_boards(boards, ["sandbox"], board_list=["initech_rv2,nosuch", "other"])
     assert [b.target for b in sel.boards] == ["initech_rv2", "sandbox"]
@@ -224,3 +236,26 @@ def test_dry_run_lines(boards: list[Board]) -> None:
         "Total boards to build for each commit: 4"]
     everything = dry_run_term_lines(select_boards(boards, []), verbose=False)
     assert everything == ["all : 8 boards", "Total boards to build for each commit: 8"]
+
+
+def test_orphans_and_dash_maintainers_have_none(tree: DemoTree, tmp_path: Path) -> None:
+    """Issue 13, point 7: as buildman, an orphan or an 'M: -' board has no maintainer."""
+    assert tree.orphan_target == "umbrella_arm3"
+    src = tmp_path / "src"
+    shutil.copytree(tree.path, src, ignore=shutil.ignore_patterns(".git"))
+    (src / "board" / "acme" / "acme_arm2" / "MAINTAINERS").write_text(
+        "ACME_ARM2 BOARD\nM:\t-\nS:\tMaintained\nF:\tconfigs/acme_arm2_defconfig\n")
+    assert maintainer_check(src, full=False) == [
+        "WARNING: no maintainers for 'acme_arm2'",
+        "WARNING: no maintainers for 'umbrella_arm3'",
+    ]
+    found = by_target(scan_boards(src, jobs=1))
+    for target in ("acme_arm2", "umbrella_arm3"):
+        assert (found[target].status, found[target].maintainers) == ("", ())
+    run = subprocess.run([sys.executable, "-m", "buildfleet", "--maintainer-check"], cwd=src,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run
+    assert run.stderr.splitlines() == [
+        "WARNING: no maintainers for 'acme_arm2'",
+        "WARNING: no maintainers for 'umbrella_arm3'",
+    ]

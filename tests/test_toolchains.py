@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from buildfleet.boards import BoardsError, shared_arch
 from buildfleet.model import Board
 from buildfleet.settings import Settings, load_settings, parse_settings
 from buildfleet.toolchain_fetch import fetch_arch
@@ -24,7 +25,6 @@ from buildfleet.toolchains import (
     ToolchainError,
     Toolchains,
     list_toolchains_text,
-    print_arch,
     print_prefix,
     scan_toolchains,
 )
@@ -251,20 +251,24 @@ def test_list_text() -> None:
         "sandbox   : /usr/bin/gcc\n\n")
 
 
-def test_print_prefix_and_arch() -> None:
+def test_print_arch_needs_no_toolchain() -> None:
+    """Issue 13, point 6: --print-arch is the board database's arch, as buildman prints it."""
+    assert shared_arch([Board("qemu-riscv32", "riscv32"), Board("x", "riscv32")]) == "riscv32"
+    with pytest.raises(BoardsError, match="^Supplied boards must share one arch$"):
+        shared_arch([Board("qemu-riscv64", "riscv64"), Board("rpi", "arm")])
+
+
+def test_print_prefix() -> None:
     tcs = Toolchains(aliases={"riscv": ["riscv64"]}, wrapper="ccache")
     tcs.add(tc("riscv64", "/t/riscv64-linux-gcc", wrapper="ccache"))
     tcs.add(tc("arm", "/t/arm-linux-gcc"))
     tcs.add(tc("sandbox", "/usr/bin/gcc"))
     rv = [Board("qemu-riscv64", "riscv"), Board("other", "riscv64")]
     assert print_prefix(rv, tcs) == "ccache /t/riscv64-linux-"
-    assert print_arch(rv, tcs) == "riscv64"
     assert print_prefix([Board("sandbox", "sandbox")], tcs) == ""
     mixed = [Board("qemu-riscv64", "riscv"), Board("rpi", "arm")]
     with pytest.raises(ToolchainError, match="^Supplied boards must share one toolchain$"):
         print_prefix(mixed, tcs)
-    with pytest.raises(ToolchainError, match="^Supplied boards must share one arch$"):
-        print_arch(mixed, tcs)
     with pytest.raises(ToolchainError, match="No tool chain found for arch 'm68k'"):
         print_prefix([Board("x", "m68k")], tcs)
 

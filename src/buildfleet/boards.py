@@ -86,7 +86,8 @@ def _preprocess(src_dir: Path, defconfig: Path) -> str | None:
     cmd = cpp + ["-nostdinc", "-P", "-I", str(src_dir), "-undef", "-x",
                  "assembler-with-cpp", str(defconfig)]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        out = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                             check=False)
     except OSError as exc:
         raise BoardsError(f"{defconfig}: cannot run {cpp[0]}: {exc}") from exc
     if out.returncode:
@@ -197,67 +198,65 @@ def _maintainers_files(src_dir: Path) -> list[Path]:
 def parse_maintainers(src_dir: Path, targets: Iterable[str]) -> dict[str, _Entry]:
     """Map target -> status and maintainers from every MAINTAINERS file.
 
-    A target listed by several records gets the maintainers of all of them
-    (in file order) and the status of the first record that has one.
+    buildman's reading, kept because boards.cfg and ``--maintainer-check`` must
+    say what buildman says: a record ends at an empty line; ``M:`` (or
+    ``#M:``) adds a maintainer, ``S:`` sets the status (``-`` when absent),
+    ``F:`` globs and ``N:`` regexes name defconfigs. A target named by several
+    records takes the LAST one, whole (files in the order :func:`_maintainers_files`
+    gives, records in file order).
     """
     all_targets = sorted(targets)
     database: dict[str, _Entry] = {}
-
-    def add_record(status: str, maintainers: list[str], rec_targets: list[str]) -> None:
-        for target in rec_targets:
-            entry = database.setdefault(target, _Entry())
-            if status and not entry.status:
-                entry.status = status
-            entry.maintainers += [m for m in maintainers if m not in entry.maintainers]
-
     cfg_dir = (src_dir / "configs").as_posix() + "/"
     for path in _maintainers_files(src_dir):
-        status = ""
+        status = "-"
         maintainers: list[str] = []
         rec_targets: list[str] = []
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines() + [""]
         for line in lines:
-            match = re.match(r"^(#?M|S|F|N):\s*(.*)$", line)
-            if not match:
-                if not line.strip():
-                    add_record(status, maintainers, rec_targets)
-                    status, maintainers, rec_targets = "", [], []
-                continue
-            tag, rest = match.group(1), match.group(2).strip()
-            if tag in ("M", "#M"):
+            if line.startswith("#M:"):
+                line = line[1:]
+            tag, rest = line[:2], line[2:].strip()
+            if tag == "M:":
                 maintainers.append(rest)
-            elif tag == "S":
+            elif tag == "S:":
                 status = rest
-            elif tag == "F":
+            elif tag == "F:":
                 for item in sorted(glob.glob(str(src_dir / rest))):
                     item = Path(item).as_posix()
                     if item.startswith(cfg_dir) and item.endswith(SUFFIX):
                         rec_targets.append(item[len(cfg_dir): -len(SUFFIX)])
-            elif tag == "N":
+            elif tag == "N:":
                 try:
                     regex = re.compile(rest)
                 except re.error as exc:
                     raise BoardsError(f"{path}: bad N: regex {rest!r}: {exc}") from exc
                 rec_targets += [t for t in all_targets if regex.search(t)]
+            elif not line:
+                for target in rec_targets:
+                    database[target] = _Entry(status, maintainers)
+                status, maintainers, rec_targets = "-", [], []
     return database
 
 
 def _status_and_maintainers(target: str, database: dict[str, _Entry],
                             warnings: list[str]) -> tuple[str, tuple[str, ...]]:
+    """boards.cfg's status and maintainers of a target, as buildman decides them.
+
+    An orphan, or a board whose only maintainer is ``-``, has no maintainer:
+    a warning, and no status. Otherwise Maintained/Supported mean Active, and
+    anything else is warned about. An empty status is written as ``-``.
+    """
     entry = database.get(target)
-    if entry is None or not entry.maintainers:
+    people = entry.maintainers if entry is not None else []
+    if (entry is None or entry.status.startswith("Orphan")
+            or not (len(people) > 1 or (people and people[0] != "-"))):
         warnings.append(f"WARNING: no maintainers for '{target}'")
-        return "-", ()
-    status = entry.status
-    if not status:
-        warnings.append(f"WARNING: no status info for '{target}'")
-        return "-", tuple(entry.maintainers)
-    if status.startswith(("Maintained", "Supported")):
-        return "Active", tuple(entry.maintainers)
-    if status.startswith("Orphan"):
-        return "Orphan", tuple(entry.maintainers)
-    warnings.append(f"WARNING: {status}: unknown status for '{target}'")
-    return "-", tuple(entry.maintainers)
+        return "", ()
+    if entry.status.startswith(("Maintained", "Supported")):
+        return "Active", tuple(people)
+    warnings.append(f"WARNING: {entry.status}: unknown status for '{target}'")
+    return "", tuple(people)
 
 
 # ---- the database -----------------------------------------------------------
@@ -270,21 +269,22 @@ def _scan(src_dir: Path, jobs: int | None, check_targets: bool
     scanned = _scan_configs(src_dir, jobs, check_targets)
     database = parse_maintainers(src_dir, [s.target for s in scanned])
     warnings: list[str] = []
+    maint_warnings: list[str] = []
     boards = []
     for item in scanned:
         warnings += item.warnings
-        status, maintainers = _status_and_maintainers(item.target, database, warnings)
+        status, maintainers = _status_and_maintainers(item.target, database, maint_warnings)
         vals = item.values
         boards.append(Board(
             target=item.target, arch=_fix_arch(vals), cpu=vals["SYS_CPU"],
             soc=vals["SYS_SOC"], vendor=vals["SYS_VENDOR"], board_name=vals["SYS_BOARD"],
             config_name=vals["SYS_CONFIG_NAME"], status=status, maintainers=maintainers))
-    return boards, warnings
+    return boards_cfg_order(boards), warnings + sorted(maint_warnings)
 
 
 def scan_boards(src_dir: Path, jobs: int | None = None,
                 warn: Callable[[str], None] | None = None) -> list[Board]:
-    """Scan a tree's defconfigs and MAINTAINERS into boards (sorted by target)."""
+    """Scan a tree's defconfigs and MAINTAINERS into boards (in boards.cfg order)."""
     boards, warnings = _scan(src_dir, jobs, check_targets=False)
     if warn:
         for line in warnings:
@@ -302,12 +302,28 @@ def _row(board: Board) -> list[str]:
             board.target, board.config_name, ":".join(board.maintainers)]
 
 
-def format_boards_cfg(boards: Iterable[Board]) -> str:
+def _cfg_lines(boards: Iterable[Board]) -> list[tuple[str, Board]]:
+    """boards.cfg's lines with their boards, in the file's order.
+
+    Columns are padded to the widest value and the padded lines sorted
+    case-insensitively, as buildman writes them; that order is also the order
+    buildman lists boards in everywhere (summaries, ``-l`` board lists).
+    """
+    boards = list(boards)
     rows = [[value or "-" for value in _row(b)] for b in boards]
     widths = [max((len(r[i]) for r in rows), default=0) for i in range(9)]
     lines = ["  ".join(val.ljust(widths[i]) for i, val in enumerate(row)).rstrip()
              for row in rows]
-    return HEADER + "".join(line + "\n" for line in sorted(lines, key=str.lower))
+    return sorted(zip(lines, boards, strict=True), key=lambda pair: pair[0].lower())
+
+
+def boards_cfg_order(boards: Iterable[Board]) -> list[Board]:
+    """``boards`` in the order boards.cfg lists them."""
+    return [board for _, board in _cfg_lines(boards)]
+
+
+def format_boards_cfg(boards: Iterable[Board]) -> str:
+    return HEADER + "".join(line + "\n" for line, _ in _cfg_lines(boards))
 
 
 def write_boards_cfg(path: Path, boards: Iterable[Board]) -> None:
@@ -468,14 +484,29 @@ def select_boards(boards: list[Board], terms: list[str], exclude: list[str] | No
             chosen[name] = by_target[name]
             why.setdefault("boards", []).append(name)
     removed = {t for t, b in chosen.items() if any(_matches(b, p) for p in excl)}
-    result = sorted((b for t, b in chosen.items() if t not in removed), key=lambda b: b.target)
+    # The board list's own order (boards.cfg's), as buildman keeps it.
+    position = {b.target: i for i, b in enumerate(boards)}
+    result = sorted((b for t, b in chosen.items() if t not in removed),
+                    key=lambda b: position[b.target])
     for key in why:
-        why[key] = sorted(t for t in why[key] if t not in removed)
+        why[key] = sorted((t for t in set(why[key]) if t not in removed),
+                          key=lambda t: position[t])
     if "all" in why:
         why["all"] = [b.target for b in result]
     unmatched = [text for text, _ in parsed if not why[text]]
     return Selection(boards=result, why_selected=why, not_found=not_found,
                      unmatched_terms=unmatched)
+
+
+def shared_arch(boards: Iterable[Board]) -> str:
+    """``--print-arch``: the boards.cfg arch the boards share (no compiler needed).
+
+    Raises BoardsError when they have more than one, with buildman's message.
+    """
+    archs = {board.arch for board in boards}
+    if len(archs) != 1:
+        raise BoardsError("Supplied boards must share one arch")
+    return archs.pop()
 
 
 def dry_run_term_lines(sel: Selection, verbose: bool) -> list[str]:

@@ -20,10 +20,8 @@ from typing import TYPE_CHECKING
 from buildfleet.cmdline import parse_args
 
 if TYPE_CHECKING:
-    from buildfleet.model import Board
     from buildfleet.plan import RunPlan
     from buildfleet.settings import Settings
-    from buildfleet.toolchains import Toolchains
 
 EXIT_USAGE = 1
 
@@ -161,8 +159,9 @@ def _source_dir(args: argparse.Namespace) -> Path:
 
 
 def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
+    from buildfleet import boards as boards_mod
     from buildfleet.plan import dry_run_lines, make_plan, remove_old_commit_dirs
-    from buildfleet.toolchains import print_arch, print_prefix, scan_toolchains
+    from buildfleet.toolchains import print_prefix, scan_toolchains
 
     src_dir = _source_dir(args)
     if not (src_dir / "Kconfig").is_file() and not (src_dir / "configs").is_dir():
@@ -180,15 +179,15 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
         code = _summary(args, plan)
         _reports(args, plan)
         return code
+    if args.print_arch:  # from the board database: needs no compiler
+        print(boards_mod.shared_arch(plan.boards))
+        return 0
     toolchains = scan_toolchains(settings)
     if args.print_prefix:
         print(print_prefix(plan.boards, toolchains))
         return 0
-    if args.print_arch:
-        print(print_arch(plan.boards, toolchains))
-        return 0
-    if not args.dist:
-        _check_toolchains(plan.boards, toolchains)
+    # A board whose arch has no toolchain is not a reason to stop: it gets a
+    # failed result saying so (as in buildman) and every other board is built.
     if args.dry_run:
         print("\n".join(dry_run_lines(plan, args.verbose)))
         return 0
@@ -226,22 +225,11 @@ def _board_checks(args: argparse.Namespace, src_dir: Path, output_dir: Path) -> 
     return 2 if warnings else 0
 
 
-def _check_toolchains(boards: list[Board], toolchains: Toolchains) -> None:
-    """Without --dist every board needs a toolchain here; say which are missing."""
-    from buildfleet.plan import missing_toolchains
-
-    missing = missing_toolchains(boards, toolchains.archs())
-    if missing:
-        parts = [f"'{arch}' (needed by {', '.join(sorted(t)[:5])}"
-                 f"{', ...' if len(t) > 5 else ''})" for arch, t in sorted(missing.items())]
-        raise UsageError("No tool chain found for arch " + "; ".join(parts)
-                         + ": install one, see --list-tool-chains, or exclude with -x")
-
-
 def _summary(args: argparse.Namespace, plan: RunPlan, header: bool = True) -> int:
     from buildfleet.results.summary import run_summary
 
-    return run_summary(args, plan.base, plan.all_commits, plan.boards, header=header)
+    return run_summary(args, plan.base, plan.all_commits, plan.boards, header=header,
+                       src_dir=plan.src_dir)
 
 
 def _reports(args: argparse.Namespace, plan: RunPlan) -> None:

@@ -37,7 +37,7 @@ class DemoBoard:
     table: bool          # CONFIG_DEMO_TABLE: grows at the growth commit
     feature_x: bool      # CONFIG_DEMO_FEATURE_X: warns from the warning commit
     maintainers: tuple[str, ...] = ()
-    status: str = "Active"
+    status: str = "Active"  # boards.cfg's status column ('' shows as '-')
     include_of: str = ""  # defconfig #includes this target's defconfig
     has_tpl: bool = False  # CONFIG_TPL: tpl/u-boot-tpl and its .cfg too
     size_limit: int = 0   # CONFIG_BOARD_SIZE_LIMIT for u-boot.bin (0: none)

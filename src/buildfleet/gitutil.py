@@ -22,10 +22,14 @@ class GitError(Exception):
 
 def git(args: list[str], cwd: Path | None = None, *, env: dict[str, str] | None = None,
         timeout: float = GIT_TIMEOUT, check: bool = True) -> str:
-    """Run git and return stdout; raise GitError with git's last stderr line."""
+    """Run git and return stdout (UTF-8, undecodable bytes replaced); raise GitError
+    with git's last stderr line."""
     try:
+        # Commit messages, author names and paths are bytes in git: a subject
+        # in latin-1 must read as text with replacement characters, not stop the run.
         proc = subprocess.run(["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, encoding="utf-8", errors="replace",
+                              timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise GitError(f"git {' '.join(args[:2])} timed out after {timeout:.0f}s") from exc
     except FileNotFoundError as exc:

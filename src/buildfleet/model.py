@@ -122,6 +122,23 @@ The writer keeps it in memory too, so two copies of a board (a hedged or
 requeued one) can be compared: a free reproducibility check."""
 
 
+TOOLCHAIN_ERROR_RC = 10
+"""The return code of a board that had no toolchain for its arch (buildman's).
+
+Its ``done`` file holds ``2`` and a newline instead, as buildman writes it."""
+
+
+def toolchain_error_result(target: str, arch: str, sequence: int, host: str = "") -> BuildResult:
+    """The result of a board that could not be built for want of a toolchain.
+
+    ``err`` is buildman's text, without a newline: ``Tool chain error for <arch>:
+    No tool chain found for arch '<arch>'``.
+    """
+    return BuildResult(target, sequence, TOOLCHAIN_ERROR_RC,
+                       stderr=f"Tool chain error for {arch}: No tool chain found for arch "
+                              f"'{arch}'", host=host)
+
+
 CAPTURE_PROBLEMS = "capture.err"
 """buildfleet's own result file: ``<image>: <problem>`` per line, when reading an
 image's sizes needed a fallback or failed (a parser error, a binutils tool that

@@ -29,7 +29,7 @@ from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
 from buildfleet.fleet.local import LOCAL, LocalExecutor
 from buildfleet.fleet.runlog import RunLog
-from buildfleet.model import Board, BuildResult
+from buildfleet.model import Board, BuildJob, BuildResult, toolchain_error_result
 from buildfleet.plan import RunPlan, cpu_count, slot_root
 from buildfleet.results.paths import build_dir
 from buildfleet.results.progress import Progress, RunCounts, completed_line
@@ -143,7 +143,8 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         if start_remote is not None:
             executors += start_remote(ctx)
         if not args.no_local and plan.todo:
-            executors.append(_start_local(ctx, toolchains, progress.message))
+            executors.append(_start_local(ctx, toolchains, progress.message,
+                                          alone=start_remote is None))
         progress.update()
         for ex in executors:
             ex.start()
@@ -188,6 +189,7 @@ def _close_run(plan: RunPlan, args: argparse.Namespace, ctx: RunContext,
     if missing:
         names = ", ".join(sorted(j.board.target for j in missing))
         print(f"Not built (no executor with a toolchain for them): {names}", file=out)
+        _record_missing_toolchains(ctx, missing)
     for target, reason in sorted(abandoned.items()):
         print(f"Not built: {target}: {reason}", file=out)
     if ctx.remote_executors:
@@ -218,9 +220,27 @@ def _close_run(plan: RunPlan, args: argparse.Namespace, ctx: RunContext,
     return exit_code
 
 
+def _record_missing_toolchains(ctx: RunContext, jobs: list[BuildJob]) -> None:
+    """Give boards no executor could build buildman's no-toolchain result, so the
+    output tree says why they failed (a later run builds them again)."""
+    writer = ctx.sink.writer
+    for job in jobs:
+        for commit in job.commits:
+            try:
+                writer.write(toolchain_error_result(job.board.target, job.board.arch,
+                                                    commit.sequence))
+            except OSError as exc:
+                ctx.log(f"Cannot write result of {job.board.target}: {exc}")
+
+
 def _start_local(ctx: RunContext, toolchains: Toolchains,
-                 log: Callable[[str], None]) -> LocalExecutor:
-    """This machine's slots, registered with the pool."""
+                 log: Callable[[str], None], alone: bool = True) -> LocalExecutor:
+    """This machine's slots, registered with the pool.
+
+    ``alone`` (no remote machines): the slots take every board, and one whose
+    arch has no toolchain gets buildman's failed result for it. With remote
+    machines such a board waits for a machine that has the toolchain.
+    """
     plan, args = ctx.plan, ctx.args
     nslots = min(plan.threads, len(plan.todo))
     slots = prepare_slots(plan.git_dir, plan.src_dir, local_slot_root(plan), nslots)
@@ -229,7 +249,7 @@ def _start_local(ctx: RunContext, toolchains: Toolchains,
     archs = toolchains.archs()
 
     def local_can_build(board: Board) -> bool:
-        return board.arch in archs
+        return alone or board.arch in archs
 
     local = LocalExecutor(ctx.pool, builder, slots, ctx.sink, local_make_jobs(plan, nslots),
                           ctx.stop, log, debug=args.debug)

@@ -436,11 +436,3 @@ def print_prefix(boards: Iterable[Board], tcs: Toolchains) -> str:
     if len(chosen) != 1:
         raise ToolchainError("Supplied boards must share one toolchain")
     return chosen.pop().env_prefix()
-
-
-def print_arch(boards: Iterable[Board], tcs: Toolchains) -> str:
-    """``--print-arch``: the toolchain arch shared by the boards."""
-    archs = {tc.arch for tc in _boards_toolchains(boards, tcs)}
-    if len(archs) != 1:
-        raise ToolchainError("Supplied boards must share one arch")
-    return archs.pop()

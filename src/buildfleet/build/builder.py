@@ -22,13 +22,18 @@ from buildfleet import gitutil
 from buildfleet.build import capture
 from buildfleet.build.makecmd import STALE_ELFS, build_targets, common_args
 from buildfleet.build.workspace import Slot, claim_out_dir, prepare_slots, wipe_out_dir
-from buildfleet.model import BuildFlags, BuildJob, BuildResult, Commit
+from buildfleet.model import (
+    BuildFlags,
+    BuildJob,
+    BuildResult,
+    Commit,
+    toolchain_error_result,
+)
 from buildfleet.toolchains import Toolchain, ToolchainError, Toolchains
 
 __all__ = ["Builder", "BuildInterrupted", "Slot", "prepare_slots"]
 
 POLL_SECONDS = 0.2
-TOOLCHAIN_ERROR_RC = 10
 Sink = Callable[[BuildResult], object]
 
 
@@ -131,11 +136,10 @@ class Builder:
         board = job.board
         try:
             tc = self.toolchains.select(board.arch)
-        except ToolchainError as exc:
+        except ToolchainError:
             for commit in job.commits:
-                sink(BuildResult(board.target, commit.sequence, TOOLCHAIN_ERROR_RC,
-                                 stderr=f"Tool chain error for {board.arch}: {exc}\n",
-                                 host=self.host))
+                sink(toolchain_error_result(board.target, board.arch, commit.sequence,
+                                            self.host))
             return
         env = tc.make_env(os.environ, full_path=self.flags.full_path,
                           override_cc=self.flags.override_toolchain)

@@ -8,6 +8,8 @@ here once, as plain data, and each front end only formats them.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,30 +202,80 @@ def is_blob_failure(result: StoredResult | None) -> bool:
             and all(is_blob_missing_line(line) for line in result.err_lines))
 
 
-# Per board: its outcome and whether a failure was only about missing blobs
-FlakeRecord = dict[str, tuple[Outcome, bool]]
+@dataclass(frozen=True)
+class FailureFacts:
+    """What flake detection keeps of one board at one commit.
+
+    ``broken`` is a real failure (an error that is not only about missing
+    blobs); ``files`` are the source files its error lines name.
+    """
+
+    built: bool
+    broken: bool
+    files: frozenset[str] = frozenset()
+
+
+# One commit: target -> its facts (small, so a long history keeps memory flat)
+FlakeRecord = dict[str, FailureFacts]
+
+# (older commit, newer commit) -> the files changed between them; None = unknown
+ChangedFiles = Callable[[Commit, Commit], Collection[str] | None]
+
+_ERROR_FILE_RE = re.compile(r"^(?:In file included from )?([^\s:]+\.[A-Za-z]+):\d+")
+
+
+def error_files(err_lines: list[str]) -> frozenset[str]:
+    """Source files named by the error lines of a build (``path:line:...``)."""
+    errors, _ = split_errors_warnings(err_lines)
+    return frozenset(m.group(1) for line in errors if (m := _ERROR_FILE_RE.match(line)))
 
 
 def flake_record(cur: CommitResults) -> FlakeRecord:
-    """The little of one commit that flake detection needs (keeps memory flat)."""
-    return {target: (outcome_of(res), is_blob_failure(res))
-            for target, res in cur.results.items()}
+    record = {}
+    for target, res in cur.results.items():
+        broken = outcome_of(res) == Outcome.ERROR and not is_blob_failure(res)
+        record[target] = FailureFacts(
+            built=res is not None, broken=broken,
+            files=error_files(res.err_lines) if broken and res is not None else frozenset())
+    return record
 
 
-def find_flakes(boards: list[Board], history: list[FlakeRecord]) -> list[str]:
-    """Boards that failed (not for a missing blob) and then built at a later commit."""
-    if len(history) < 2:
-        return []
+def _repaired(changed: ChangedFiles | None, last_bad: Commit, good: Commit,
+              files: frozenset[str]) -> bool:
+    """Did the commits after ``last_bad`` up to ``good`` touch a file the errors named?"""
+    if changed is None or not files:
+        return False
+    touched = changed(last_bad, good)
+    return touched is not None and not files.isdisjoint(touched)
+
+
+def find_flakes(boards: list[Board], commits: list[Commit], history: list[FlakeRecord],
+                changed: ChangedFiles | None = None) -> list[str]:
+    """Boards that broke and later built again with nothing to explain it, by name.
+
+    A board that recovers is a *fix*, not a flake, when a commit between its last
+    failing build and the recovery touched a file its errors named (known only
+    when ``changed`` can tell, i.e. for branch builds in a git tree). A recovery
+    nothing explains (same sources, or changes elsewhere) is a likely flake: a
+    failure that went away on its own, worth a re-run. Failures only about
+    missing blobs are expected and never counted. ``history[i]`` belongs to
+    ``commits[i]``.
+    """
     flaky = []
     for target in sorted(b.target for b in boards):
-        fails: list[bool] = []
-        for record in history:
-            outcome, blob = record.get(target, (Outcome.UNKNOWN, False))
-            if outcome == Outcome.UNKNOWN:
+        last_bad: Commit | None = None
+        files: frozenset[str] = frozenset()
+        for commit, record in zip(commits, history, strict=True):
+            facts = record.get(target)
+            if facts is None or not facts.built:
                 continue
-            fails.append(outcome == Outcome.ERROR and not blob)
-        if True in fails and False in fails[fails.index(True):]:
-            flaky.append(target)
+            if facts.broken:
+                last_bad, files = commit, files | facts.files
+            elif last_bad is not None:
+                if not _repaired(changed, last_bad, commit, files):
+                    flaky.append(target)
+                    break
+                last_bad, files = None, frozenset()
     return flaky
 
 

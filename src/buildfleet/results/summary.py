@@ -18,9 +18,11 @@ from io import StringIO
 from pathlib import Path
 from typing import TextIO
 
+from buildfleet import gitutil
 from buildfleet.model import Board, Commit
 from buildfleet.results.collect import (
     BoardStatus,
+    ChangedFiles,
     CommitResults,
     ErrLine,
     FlakeRecord,
@@ -264,11 +266,15 @@ def selected_commits(commits: list[Commit], opts: SummaryOptions) -> list[Commit
 
 
 def show_summary(base: Path, commits: list[Commit], boards: list[Board], opts: SummaryOptions,
-                 out: TextIO, color: bool, err: TextIO | None = None) -> None:
+                 out: TextIO, color: bool, err: TextIO | None = None,
+                 changed: ChangedFiles | None = None) -> None:
     """Print the summary of the results under ``base`` (the branch or ``current`` dir).
 
     ``commits`` empty or a single current-source commit means a current-source
     build. ``err`` receives the raw error lines in IDE mode (-I); stderr by default.
+    ``changed`` tells which files changed between two commits (see
+    :func:`~buildfleet.results.collect.find_flakes`); without it every recovery
+    counts as a likely flake.
     """
     writer = _SummaryWriter(boards, opts, out, Painter(color), err or sys.stderr)
     shown = selected_commits(commits, opts)
@@ -281,7 +287,7 @@ def show_summary(base: Path, commits: list[Commit], boards: list[Board], opts: S
         previous = cur
     if not writer.error_lines:
         writer.line("(no errors to report)", Col.GREEN)
-    flakes = find_flakes(boards, history)
+    flakes = find_flakes(boards, shown, history, changed)
     if flakes:
         writer.line("Likely flakes (failed then recovered, re-run to confirm):", Col.MAGENTA)
         writer.line("  " + " ".join(flakes), Col.MAGENTA)
@@ -304,17 +310,32 @@ def format_board_result(result: StoredResult | None, board: Board, commit: Commi
     return buf.getvalue()
 
 
+def git_changed_files(src_dir: Path) -> ChangedFiles:
+    """Files changed between two commits of the tree at ``src_dir`` (None if git cannot say)."""
+    def changed(old: Commit, new: Commit) -> list[str] | None:
+        if old.hash is None or new.hash is None:
+            return None
+        try:
+            return gitutil.changed_files(src_dir, old.hash, new.hash)
+        except gitutil.GitError:
+            return None
+    return changed
+
+
 def run_summary(args: argparse.Namespace, base: Path, commits: list[Commit],
-                boards: list[Board], out: TextIO = sys.stdout, header: bool = True) -> int:
+                boards: list[Board], out: TextIO = sys.stdout, header: bool = True,
+                src_dir: Path | None = None) -> int:
     """The -s flow (and -z after a build, with ``header=False``). Returns 0.
 
     Prints the ``Summary of ...`` line unless -I or --no-local, then the summary.
-    Colour only when ``out`` is a terminal.
+    Colour only when ``out`` is a terminal. ``src_dir``, the git tree, lets the
+    flake check tell a fixed board from a flaky one.
     """
     opts = SummaryOptions.from_args(args)
     if header and not opts.ide and not getattr(args, "no_local", False):
         threads, jobs = default_threads_jobs(args, len(boards))
         out.write(summary_header(commits, boards, threads, jobs, opts.step) + "\n")
-    show_summary(base, commits, boards, opts, out, stream_is_tty(out))
+    show_summary(base, commits, boards, opts, out, stream_is_tty(out),
+                 changed=git_changed_files(src_dir) if src_dir is not None else None)
     return 0
 

@@ -13,7 +13,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from buildfleet.model import IMAGE_HASHES, BuildResult, Commit
+from buildfleet.model import IMAGE_HASHES, TOOLCHAIN_ERROR_RC, BuildResult, Commit
 from buildfleet.results.paths import commit_dir, is_safe_name
 
 # Names the writer itself owns; a result may not supply these as files.
@@ -151,7 +151,10 @@ class ResultWriter:
             _put(dir_fd, "duration", f"{result.duration:.3f}\n".encode())
             if result.host:
                 _put(dir_fd, "host", _text(result.host + "\n"))
-            _put(dir_fd, "done", str(result.return_code).encode())
+            if result.return_code == TOOLCHAIN_ERROR_RC and "toolchain" not in result.files:
+                _put(dir_fd, "done", b"2\n")  # no toolchain: buildman's marker
+            else:
+                _put(dir_fd, "done", str(result.return_code).encode())
         finally:
             os.close(dir_fd)
 

@@ -80,6 +80,7 @@ def check_commits(git_dir: Path, hashes: Sequence[str | None]) -> list[str]:
     try:
         proc = subprocess.run(["git", "--git-dir", str(git_dir), "cat-file", "--batch-check"],
                               input=query, capture_output=True, text=True,
+                              errors="replace",
                               timeout=GIT_CHECK_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CommandError(f"build_prepare: cannot check commits: {exc}") from None
@@ -103,12 +104,12 @@ def ensure_head(git_dir: Path, commit: str) -> None:
     """
     probe = subprocess.run(["git", "--git-dir", str(git_dir), "rev-parse", "-q", "--verify",
                             "HEAD^{commit}"], capture_output=True, text=True,
-                           timeout=GIT_CHECK_TIMEOUT)
+                           errors="replace", timeout=GIT_CHECK_TIMEOUT)
     if probe.returncode == 0:
         return
     proc = subprocess.run(["git", "--git-dir", str(git_dir), "update-ref", "--no-deref",
                            "HEAD", commit], capture_output=True, text=True,
-                          timeout=GIT_CHECK_TIMEOUT)
+                          errors="replace", timeout=GIT_CHECK_TIMEOUT)
     if proc.returncode != 0:
         raise CommandError(f"build_prepare: cannot set HEAD in {git_dir}: "
                            f"{proc.stderr.strip()}")
