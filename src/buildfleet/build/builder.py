@@ -180,7 +180,8 @@ class Builder:
     def _build_commit(self, target: str, slot: Slot, out_dir: Path | None, env: dict[str, str],
                       jobs: int, configure: bool, mrproper: bool,
                       stop: threading.Event) -> MakeOutcome:
-        args = common_args(self.flags, out_dir, jobs, target)
+        args = common_args(self.flags, out_dir, jobs, target,
+                           slot.source_dir if slot.checkout else None)
         result = MakeOutcome()
         config_out = ""
 

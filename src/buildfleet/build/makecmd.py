@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from buildfleet.model import BuildFlags
@@ -9,13 +10,20 @@ from buildfleet.model import BuildFlags
 STALE_ELFS = ("u-boot", "spl/u-boot-spl", "tpl/u-boot-tpl")
 
 
-def common_args(flags: BuildFlags, out_dir: Path | None, jobs: int, target: str) -> list[str]:
-    """Arguments every make call of a board gets, in buildman's order."""
+def common_args(flags: BuildFlags, out_dir: Path | None, jobs: int, target: str,
+                checkout: Path | None = None) -> list[str]:
+    """Arguments every make call of a board gets, in buildman's order and spelling.
+
+    ``checkout`` is the worktree make runs in for a branch build: there ``O=``
+    is relative to it (``O=build``, ``O=../<target>`` with -P), as buildman
+    writes it; a current-source build gets an absolute ``O=``.
+    """
     args: list[str] = []
     if out_dir is not None:
-        args.append(f"O={out_dir}")
+        where = os.path.relpath(out_dir, checkout) if checkout is not None else str(out_dir)
+        args.append(f"O={where}")
     args.append("V=1" if flags.verbose_build else "-s")
-    args += [f"-j{jobs}", f"NPROC={jobs}"]
+    args += ["-j", str(jobs), f"NPROC={jobs}"]
     if flags.warnings_as_errors:
         args += ["KCFLAGS=-Werror", "HOSTCFLAGS=-Werror"]
     if flags.allow_missing:
