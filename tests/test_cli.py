@@ -179,6 +179,17 @@ def test_not_a_source_tree(tmp_path: Path, settings: Path) -> None:
 
 # ---- --demo ----------------------------------------------------------------------
 
+def test_demo_into_a_directory_whose_tree_is_not_empty(tmp_path: Path, settings: Path) -> None:
+    """A ``DIR/tree`` that is neither empty nor a demo tree is refused in one line."""
+    tree = tmp_path / "d" / "tree"
+    tree.mkdir(parents=True)
+    (tree / "notes.txt").write_text("mine\n")
+    run = run_bf(["--demo", "d", "-G", str(settings)], tmp_path)
+    line = _one_error_line(run)
+    assert str(tree) in line and "not empty" in line, run
+    assert [p.name for p in tree.iterdir()] == ["notes.txt"]  # nothing touched
+
+
 def test_demo_from_an_empty_directory(tmp_path: Path, settings: Path) -> None:
     require_cross()
     work = tmp_path / "empty"

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildfleet.errors import UserError
 from buildfleet.model import Board
 
 SYS_SYMBOLS = ("SYS_ARCH", "SYS_CPU", "SYS_SOC", "SYS_VENDOR", "SYS_BOARD",
@@ -42,7 +43,7 @@ SUFFIX = "_defconfig"
 MIN_PARALLEL = 16  # fewer defconfigs than this are scanned in-process
 
 
-class BoardsError(Exception):
+class BoardsError(UserError):
     """The board database cannot be read or a selection is invalid."""
 
 

@@ -2,7 +2,8 @@
 
 Each flow lives in its own module and is imported only when chosen, so a
 worker or ``-H`` starts fast and a problem in one room cannot break another.
-Every error a user can cause ends here as one line on stderr and exit 1.
+Every ``BuildfleetError`` (user or infrastructure, see ``errors``) ends here as
+one line on stderr and exit 1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from buildfleet.cmdline import parse_args
+from buildfleet.errors import BuildfleetError, UserError
 
 if TYPE_CHECKING:
     from buildfleet.plan import RunPlan
@@ -26,26 +28,8 @@ if TYPE_CHECKING:
 EXIT_USAGE = 1
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Options that cannot work together."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from buildfleet.boards import BoardsError
-    from buildfleet.gitutil import GitError
-    from buildfleet.plan import PlanError
-    from buildfleet.results.reports import ReportError
-    from buildfleet.settings import SettingsError
-    from buildfleet.toolchains import ToolchainError
-
-    errors: list[type[BaseException]] = [UsageError, BoardsError, GitError, PlanError,
-                                         ReportError, SettingsError, ToolchainError]
-    try:
-        from buildfleet.fleet.machines.selection import MachinesError
-        errors.append(MachinesError)
-    except ImportError:
-        pass
-    return tuple(errors)
 
 
 def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -69,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         pass  # not the main thread (tests calling main() directly)
     try:
         return _run(args)
-    except _user_errors() as exc:
+    except BuildfleetError as exc:
         if args.debug:
             traceback.print_exc()
         print(f"buildfleet: error: {exc}", file=sys.stderr)

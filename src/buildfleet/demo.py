@@ -46,6 +46,7 @@ from buildfleet.demo_sources import (
     person,
     table_c,
 )
+from buildfleet.errors import UserError
 
 CONFIG_OPTION = "CONFIG_SYS_MALLOC_LEN"
 CONFIG_VALUES = ("0x100000", "0x200000")
@@ -60,7 +61,7 @@ SUBJECTS = (
 )
 
 
-class DemoError(Exception):
+class DemoError(UserError):
     """The demo tree cannot be made as asked."""
 
 

@@ -11,12 +11,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from buildfleet.errors import InfraError
 from buildfleet.model import Commit
 
 GIT_TIMEOUT = 120.0
 
 
-class GitError(Exception):
+class GitError(InfraError):
     """A git command failed; the message is one line saying which and why."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from buildfleet import boards as boards_mod
 from buildfleet import gitutil
+from buildfleet.errors import UserError
 from buildfleet.model import Board, BuildFlags, BuildJob, Commit
 from buildfleet.results.paths import (
     base_dir,
@@ -28,7 +29,7 @@ from buildfleet.results.paths import (
 from buildfleet.settings import Settings
 
 
-class PlanError(Exception):
+class PlanError(UserError):
     """The options cannot make a run (one line for the user)."""
 
 

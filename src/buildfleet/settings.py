@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from buildfleet.errors import UserError
+
 DEFAULT_NAME = ".buildman"
 
 ALLOW_MISSING_WORDS = ("always", "multiple", "branch")
@@ -89,7 +91,7 @@ x86 = i386
 """
 
 
-class SettingsError(Exception):
+class SettingsError(UserError):
     """The settings file is missing, unreadable or malformed (one-line message)."""
 
 

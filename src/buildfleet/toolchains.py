@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildfleet.errors import UserError
 from buildfleet.model import Board
 from buildfleet.settings import Settings
 
@@ -54,7 +55,7 @@ VERSION_TIMEOUT = 20.0
 Log = Callable[[str], None]
 
 
-class ToolchainError(Exception):
+class ToolchainError(UserError):
     """No usable toolchain, or a bad toolchain request (one-line message)."""
 
 

@@ -22,6 +22,7 @@ from buildfleet import gitutil
 from buildfleet.build import capture
 from buildfleet.build.makecmd import STALE_ELFS, build_targets, common_args
 from buildfleet.build.workspace import Slot, claim_out_dir, prepare_slots, wipe_out_dir
+from buildfleet.errors import BuildfleetError
 from buildfleet.model import (
     BuildFlags,
     BuildJob,
@@ -37,7 +38,7 @@ POLL_SECONDS = 0.2
 Sink = Callable[[BuildResult], object]
 
 
-class BuildInterrupted(Exception):
+class BuildInterrupted(BuildfleetError):
     """The slot was told to stop; the board's unfinished commit has no result."""
 
 

@@ -61,6 +61,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from buildfleet import PROTOCOL_VERSION, __version__
+from buildfleet.errors import InfraError
 
 PREFIX = "BM> "
 PREFIX_BYTES = PREFIX.encode("ascii")
@@ -70,7 +71,7 @@ HEARTBEAT_INTERVAL = 5.0
 TARGET_INFO_FIELDS = ("cpu", "soc", "vendor", "board_name", "config_name")
 
 
-class ProtocolError(Exception):
+class ProtocolError(InfraError):
     """A line that is not a valid message; the text suits an ``error`` reply."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from buildfleet import __version__
+from buildfleet.errors import UserError
 from buildfleet.model import Board, Commit
 from buildfleet.results.collect import (
     CommitResults,
@@ -37,7 +38,7 @@ SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 _READ = ReadOptions(func_sizes=False, config=False, environment=False)
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A report could not be written (the message says where and why)."""
 
 

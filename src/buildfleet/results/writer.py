@@ -13,6 +13,7 @@ import shutil
 import threading
 from pathlib import Path
 
+from buildfleet.errors import InfraError
 from buildfleet.model import IMAGE_HASHES, TOOLCHAIN_ERROR_RC, BuildResult, Commit
 from buildfleet.results.paths import commit_dir, is_safe_name
 
@@ -20,7 +21,7 @@ from buildfleet.results.paths import commit_dir, is_safe_name
 RESERVED = frozenset({"done", "err", "log", "duration", "host"})
 
 
-class UnsafeResult(ValueError):
+class UnsafeResult(InfraError, ValueError):
     """A result named a board or file that would leave the output tree."""
 
 

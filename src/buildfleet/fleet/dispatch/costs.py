@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildfleet.errors import InfraError
 from buildfleet.model import Board, BuildJob
 from buildfleet.results.paths import is_commit_dir
 
@@ -37,7 +38,7 @@ _FIT_ROUNDS = 200
 _FIT_TOLERANCE = 1e-9
 
 
-class CostCacheError(ValueError):
+class CostCacheError(InfraError, ValueError):
     """A cost cache file that cannot be read as one."""
 
 

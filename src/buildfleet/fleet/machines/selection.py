@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TextIO
 
+from buildfleet.errors import UserError
+
 if TYPE_CHECKING:
     from buildfleet.settings import MachineConfig, Settings
 
@@ -17,7 +19,7 @@ DEFAULT_WORK_DIR = "~/.buildfleet-worker"
 LOCK_NAME = ".lock"
 
 
-class MachinesError(Exception):
+class MachinesError(UserError):
     """A bad machine selection or an empty fleet (one-line message)."""
 
 

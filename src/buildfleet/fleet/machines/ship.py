@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildfleet import PROTOCOL_VERSION, __version__
+from buildfleet.errors import InfraError
 from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR
 from buildfleet.fleet.machines.ssh import SshSession, remote_path, run_ssh
 
@@ -49,7 +50,7 @@ __all__ = ["DEFAULT_WORK_DIR", "ShipError", "Zipapp", "build_zipapp", "check_rea
            "ensure_shipped", "worker_command"]
 
 
-class ShipError(Exception):
+class ShipError(InfraError):
     """The tool could not be packed, copied or started on a machine (one line)."""
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from buildfleet.errors import InfraError
 from buildfleet.fleet.protocol import (
     MAX_REPLY_LINE,
     ProtocolError,
@@ -31,7 +32,7 @@ from buildfleet.fleet.protocol import (
 STDERR_TAIL = 20
 
 
-class ChannelError(Exception):
+class ChannelError(InfraError):
     """Base of the channel's own errors."""
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from buildfleet.errors import InfraError
 from buildfleet.fleet.protocol import ProtocolError
 from buildfleet.fleet.remote.channel import Channel, ChannelError
 from buildfleet.model import BuildJob, BuildResult
@@ -30,7 +31,7 @@ DONE_SECONDS = 60.0
 QUIT_SECONDS = 10.0
 
 
-class WorkerLost(Exception):
+class WorkerLost(InfraError):
     """This worker can no longer be trusted with boards (one-line reason)."""
 
 

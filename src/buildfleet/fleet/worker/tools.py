@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from buildfleet.errors import InfraError
 from buildfleet.model import BuildFlags
 from buildfleet.settings import Settings, SettingsError, load_settings
 from buildfleet.toolchains import (
@@ -24,7 +25,7 @@ from buildfleet.toolchains import (
 GIT_CHECK_TIMEOUT = 60.0
 
 
-class CommandError(Exception):
+class CommandError(InfraError):
     """A well-formed command the worker cannot carry out now."""
 
 

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildfleet import gitutil
+from buildfleet.errors import InfraError
 from buildfleet.fleet.worker.reaper import reap_inside
 
 LOCK_NAME = ".lock"
 
 
-class WorkDirError(Exception):
+class WorkDirError(InfraError):
     """The work directory cannot be used; the text is the ``error`` reply."""
 
 
