@@ -10,6 +10,7 @@ left behind.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -135,6 +136,49 @@ def test_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree], fleet: 
         if subprocess.run(["mountpoint", "-q", str(work)], check=False).returncode == 0:
             subprocess.run(["umount", "-l", str(work)], check=False)
         shutil.rmtree(work, ignore_errors=True)  # the next run starts afresh
+
+
+def _local_results(branch_dir: Path) -> int:
+    """Results written from the local slots (they have no ``host`` file)."""
+    return sum(1 for done in branch_dir.glob("*/*/done")
+               if not (done.parent / "host").exists())
+
+
+def test_local_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree],
+                                                      fleet: SshdHarness,
+                                                      tmp_path: Path) -> None:
+    """The local slots' disk fills up mid-run: the local boards are built on a machine,
+    and no 'No space left on device' is written as a build failure (the local slots run
+    the same slot runner, with the same failure classifier, as a worker)."""
+    tree, want = demo
+    out = tmp_path / "out"
+    work = out / "demo" / ".bm-work"  # the local slots' worktrees and O= directories
+    work.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(work)], check=True)
+    try:
+        run = start_dist(tree, out, fleet.settings_file, "--use-machines",
+                         ",".join(x.name for x in fleet.reachable), env=ENV)
+        deadline = time.monotonic() + 120
+        while not _local_results(out / "demo") and run.proc.poll() is None:
+            assert time.monotonic() < deadline, "no local result within 120 s"
+            time.sleep(0.05)
+        with open(work / "fill", "wb", buffering=0) as f:  # noqa: PTH123 - fill until ENOSPC
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
+        rc, stdout, stderr = run.wait()
+        assert rc == 100, stdout + stderr  # the demo branch has real build errors
+        assert re.search(r"^local: \S+ failed for an infrastructure reason \(out of disk "
+                         r"space", stdout, re.M), stdout
+        assert "Not built" not in stdout, stdout
+        assert_same_tree(read_tree(out / "demo"), want)
+        assert not [e for e in (out / "demo").glob("*/*/err") if "No space" in e.read_text()]
+    finally:
+        subprocess.run(["umount", str(work)], check=False, capture_output=True)
+        if subprocess.run(["mountpoint", "-q", str(work)], check=False).returncode == 0:
+            subprocess.run(["umount", "-l", str(work)], check=False)
 
 
 def test_garbage_and_banner_on_stdout_are_ignored(demo: tuple[Path, Tree], fleet: SshdHarness,

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from bfrun import run_bf
+from buildfleet.build.failure import infra_reason
 from buildfleet.fleet.dispatch.policy import FifoPolicy
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
@@ -28,7 +29,6 @@ from buildfleet.fleet.machines.ship import worker_command
 from buildfleet.fleet.machines.ssh import remote_path
 from buildfleet.fleet.machines.sshfilter import filtered_command, strip_preamble
 from buildfleet.fleet.remote.session import LIVENESS_SECONDS, liveness_seconds
-from buildfleet.fleet.worker.loop import infra_reason
 from buildfleet.model import Board, BuildJob, BuildResult, Commit
 from buildfleet.results.progress import Progress, RunCounts
 from buildfleet.results.writer import ResultWriter, UnsafeResult

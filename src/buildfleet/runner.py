@@ -49,7 +49,10 @@ class Executor(Protocol):
     """Something with slots that pulls jobs from the pool (local or remote)."""
 
     name: str
-    exceptions: int
+
+    @property
+    def exceptions(self) -> int:
+        """Thread exceptions (bugs, not failed builds) so far."""
 
     def start(self) -> None: ...
 

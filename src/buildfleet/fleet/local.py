@@ -1,103 +1,77 @@
-"""The local machine as an executor: N slots pulling board jobs from the pool.
+"""The local machine as an executor: the slot runner fed from the shared pool.
 
-Each slot is a thread driving the shared builder in its own worktree. A slot
-that crashes counts as a thread exception (exit 102) and its board goes back
-to the pool for another executor; it is never silently lost.
+A board that fails for the machine (full disk, git, make killed) or whose
+slot crashes goes back to the pool for another executor (a crash also counts
+as a thread exception, exit 102); it is never written and never lost.
 """
 
 from __future__ import annotations
 
 import threading
-import traceback
 from collections.abc import Callable
 
-from buildfleet.build.builder import Builder, BuildInterrupted, Slot
+from buildfleet.build.builder import Builder, Slot
+from buildfleet.build.slot_runner import SlotRunner
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
+from buildfleet.model import BuildJob, BuildResult
 
 LOCAL = "local"
 
 
+class _PoolFeed:
+    """The slot runner's boards from the pool, its results into the sink."""
+
+    def __init__(self, pool: JobPool, sink: ResultSink) -> None:
+        self.pool = pool
+        self.sink = sink
+
+    def take(self, slot: Slot) -> BuildJob | None:
+        return self.pool.take(LOCAL)
+
+    def deliver(self, job: BuildJob, result: BuildResult) -> None:
+        self.sink.accept(LOCAL, result)
+
+    def done(self, job: BuildJob) -> None:
+        self.pool.finished(LOCAL, job.board.target)
+
+    def lost(self, job: BuildJob, failure: BuildResult) -> None:
+        self.pool.failed(LOCAL, job.board.target, failure.infra_error or "failed")
+
+    def ended(self, job: BuildJob) -> None:
+        pass
+
+
 class LocalExecutor:
+    """This machine's slots as one executor of the pool, named ``LOCAL``."""
+
     name = LOCAL
 
     def __init__(self, pool: JobPool, builder: Builder, slots: list[Slot], sink: ResultSink,
                  make_jobs: Callable[[int], int], stop: threading.Event,
                  log: Callable[[str], None], debug: bool = False) -> None:
-        self.pool = pool
-        self.builder = builder
-        self.slots = slots
-        self.sink = sink
-        self.make_jobs = make_jobs
         self.stop = stop
-        self.log = log
-        self.debug = debug
-        self.exceptions = 0
-        self._active = 0
-        self._lock = threading.Lock()
-        self._job_stops: dict[str, threading.Event] = {}
-        self._threads: list[threading.Thread] = []
+        self.runner = SlotRunner(LOCAL, builder, slots, _PoolFeed(pool, sink), make_jobs, log,
+                                 tracebacks=debug)
+
+    @property
+    def exceptions(self) -> int:
+        return self.runner.exceptions
 
     def active(self) -> int:
-        with self._lock:
-            return self._active
+        return self.runner.active()
 
     def cancel(self, target: str) -> None:
         """Another executor finished ``target`` first: stop our copy."""
-        with self._lock:
-            event = self._job_stops.get(target)
-        if event is not None:
-            event.set()
+        self.runner.cancel(target)
 
     def _watch_stop(self) -> None:
         self.stop.wait()
-        with self._lock:
-            events = list(self._job_stops.values())
-        for event in events:
-            event.set()
+        self.runner.stop()
 
     def start(self) -> None:
         threading.Thread(target=self._watch_stop, daemon=True, name="local-stop").start()
-        for slot in self.slots:
-            t = threading.Thread(target=self._run_slot, args=(slot,), daemon=True,
-                                 name=f"slot-{slot.index:02d}")
-            t.start()
-            self._threads.append(t)
+        self.runner.start()
 
     def join(self, timeout: float | None = None) -> bool:
-        for t in self._threads:
-            t.join(timeout)
-        return not any(t.is_alive() for t in self._threads)
-
-    def _run_slot(self, slot: Slot) -> None:
-        while not self.stop.is_set():
-            job = self.pool.take(LOCAL)
-            if job is None:
-                return
-            target = job.board.target
-            job_stop = threading.Event()
-            with self._lock:
-                self._active += 1
-                self._job_stops[target] = job_stop
-            if self.stop.is_set():
-                job_stop.set()
-            try:
-                self.builder.build(job, slot, lambda: self.make_jobs(self.active()),
-                                   lambda r: self.sink.accept(LOCAL, r), job_stop)
-                self.pool.finished(LOCAL, target)
-            except BuildInterrupted:
-                if self.stop.is_set():
-                    self.pool.failed(LOCAL, target, "interrupted")
-                    return
-                # cancelled: another executor's copy of this board won
-            except Exception as exc:  # noqa: BLE001 - a slot must survive any board
-                with self._lock:
-                    self.exceptions += 1
-                self.log(f"Thread exception (board {target}): {exc}")
-                if self.debug:
-                    self.log(traceback.format_exc())
-                self.pool.failed(LOCAL, target, f"exception: {exc}")
-            finally:
-                with self._lock:
-                    self._active -= 1
-                    self._job_stops.pop(target, None)
+        return self.runner.join(timeout)

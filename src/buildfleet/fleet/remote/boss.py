@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from buildfleet import __version__, gitutil
+from buildfleet.build.failure import infra_line
 from buildfleet.fleet.machines import ship
 from buildfleet.fleet.machines.probe import MachineStatus, probe_machines
 from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR, MachinesError, select_machines
@@ -187,8 +188,7 @@ class RemoteExecutor:
         """The worker gave ``target`` up for an infrastructure reason: build it elsewhere."""
         self.infra_failures += 1
         self.log.write("!!", f"infrastructure failure on {target}: {reason}")
-        self.ctx.log(f"{self.name}: {target} failed for an infrastructure reason "
-                     f"({reason.strip()}); building it elsewhere")
+        self.ctx.log(infra_line(self.name, target, reason))
         self.ctx.pool.failed(self.name, target, f"{self.name}: {reason.strip()}")
         if self.infra_failures >= INFRA_FAILURES_PER_WORKER:
             raise WorkerLost(f"{self.infra_failures} infrastructure failures, last: "

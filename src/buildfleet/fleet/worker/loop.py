@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from buildfleet.build.builder import Builder, BuildInterrupted, Slot, prepare_slots
+from buildfleet.build.builder import Builder, Slot, prepare_slots
 from buildfleet.build.makecmd import make_jobs
+from buildfleet.build.slot_runner import SlotRunner
 from buildfleet.fleet.protocol import (
     HEARTBEAT_INTERVAL,
     MAX_COMMAND_LINE,
@@ -54,38 +55,10 @@ from buildfleet.fleet.worker.tools import (
     parse_flags,
 )
 from buildfleet.fleet.worker.workdir import WorkDir, WorkDirError, setup_work_dir
-from buildfleet.gitutil import GitError
 from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult, Commit
 from buildfleet.results.paths import is_safe_name
 
-INFRA_RC = 1
 SHUTDOWN_GRACE = 3.0
-# A failed build with one of these in its output failed for the machine, not the code.
-NO_SPACE_MARKERS = ("No space left on device", "Disk quota exceeded")
-# Below this much free space in the work directory a failed build is blamed on the disk.
-MIN_FREE_BYTES = 1 << 20
-
-
-def infra_reason(result: BuildResult, work_path: Path | None) -> str | None:
-    """Why a failed ``result`` is the machine's fault (out of disk), or None.
-
-    Such a result must not be written as a build failure: the boss builds the
-    board elsewhere. A compiler error is never classified here.
-    """
-    if result.return_code == 0:
-        return None
-    text = result.stderr + result.stdout
-    for marker in NO_SPACE_MARKERS:
-        if marker in text:
-            return f"out of disk space ({marker})"
-    if work_path is not None:
-        try:
-            st = os.statvfs(work_path)
-        except OSError:
-            return None
-        if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
-            return f"out of disk space ({st.f_bavail * st.f_frsize} bytes free)"
-    return None
 
 
 class _Terminate(BaseException):
@@ -102,9 +75,71 @@ class _Running:
 
     job: BuildJob
     thread: int
-    stop: threading.Event = field(default_factory=threading.Event)
     sent: set[int] = field(default_factory=set)
     worst_rc: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+
+class _InboxFeed:
+    """The slot runner's boards from the worker's queue, its results onto the wire.
+
+    One per ``build_prepare`` (``gen``): slots of an older one end.
+    """
+
+    def __init__(self, worker: Worker, gen: int) -> None:
+        self.w = worker
+        self.gen = gen
+        self._runs: dict[str, _Running] = {}  # under the worker's lock, until ``ended``
+
+    def take(self, slot: Slot) -> BuildJob | None:
+        w = self.w
+        with w.lock:
+            while not w.pending and not w.closing and self.gen == w.generation:
+                w.lock.wait()
+            if w.closing or self.gen != w.generation:
+                return None
+            job = w.pending.popleft()
+            run = _Running(job, slot.index)
+            w.running[job.board.target] = self._runs[job.board.target] = run
+            w.busy += 1
+            w.out.send({"resp": "heartbeat", "board": job.board.target, "thread": slot.index})
+        w.dlog(f"start {job.board.target}")
+        return job
+
+    def deliver(self, job: BuildJob, result: BuildResult) -> None:
+        w = self.w
+        with w.lock:
+            run = w.running.get(job.board.target)
+            if run is None or run.job is not job or w.closing:
+                return  # cancelled (or shutting down): nothing more of it is sent
+            run.sent.add(result.sequence)
+            run.worst_rc = max(run.worst_rc, result.return_code)
+            if len(run.sent) >= len(job.commits):
+                # The board is finished: no heartbeat may follow its last result.
+                del w.running[job.board.target]
+            w.out.send({"resp": "build_result", **result.to_wire()})
+
+    def done(self, job: BuildJob) -> None:
+        pass
+
+    def lost(self, job: BuildJob, failure: BuildResult) -> None:
+        # The boss gives the board to another executor on this one result.
+        self.deliver(job, failure)
+        with self.w.lock:
+            run = self.w.running.get(job.board.target)
+            if run is not None and run.job is job:
+                del self.w.running[job.board.target]
+
+    def ended(self, job: BuildJob) -> None:
+        w = self.w
+        with w.lock:
+            w.busy -= 1
+            if (current := w.running.get(job.board.target)) is not None and current.job is job:
+                del w.running[job.board.target]
+            run = self._runs.pop(job.board.target)
+            w.lock.notify_all()
+        w.dlog(f"done {job.board.target} rc={run.worst_rc} in "
+               f"{time.monotonic() - run.start:.1f} s")
 
 
 _Item = bytes | ProtocolError | str | None
@@ -132,10 +167,10 @@ class Worker:
         self.pending: deque[BuildJob] = deque()
         self.running: dict[str, _Running] = {}
         self.busy = 0
-        self.exceptions = 0
+        self.runner: SlotRunner | None = None
         self.closing = False
         self.inbox: queue.Queue[_Item] = queue.Queue()
-        self.threads: list[threading.Thread] = []
+        self.runners: list[SlotRunner] = []
 
     def dlog(self, msg: str) -> None:
         if self.debug:
@@ -222,6 +257,8 @@ class Worker:
         tcs = load_toolchains(hint, self.log)
         self.flags = flags
         self.builder = Builder(flags, tcs, host=self.host)
+        if self.runner is not None:
+            self.runner.builder = self.builder
         self.toolchain_map = tcs.to_map()
         self._archs = tcs.archs()
         self.dlog(f"configure: {len(self.toolchain_map)} toolchains, {flags.to_dict()}")
@@ -256,14 +293,22 @@ class Worker:
         with self.lock:
             self.generation += 1
             self.slots = slots
-            self.exceptions = 0
+            old, self.runner = self.runner, None
             self.lock.notify_all()
             gen = self.generation
-        for slot in slots:
-            t = threading.Thread(target=self._run_slot, args=(slot, gen), daemon=True,
-                                 name=f"slot-{slot.index:02d}")
-            t.start()
-            self.threads.append(t)
+        if old is not None:
+            old.stop()
+        if slots:
+            if self.builder is None:
+                self._configure(BuildFlags(), {})
+            assert self.builder is not None
+            runner = SlotRunner(self.host, self.builder, slots, _InboxFeed(self, gen),
+                                self._make_jobs, lambda line: self.log(f"W: {line}"),
+                                tracebacks=True)
+            with self.lock:
+                self.runner = runner
+            runner.start()
+            self.runners.append(runner)
 
     def cmd_build_board(self, msg: dict[str, Any]) -> bool:
         target: str = msg["board"]
@@ -300,7 +345,7 @@ class Worker:
                 self.lock.wait()
             if self.closing:
                 return
-            count = self.exceptions
+            count = self.runner.exceptions if self.runner is not None else 0
         self.out.send({"resp": "build_done", "exceptions": count})
 
     def cmd_cancel_board(self, msg: dict[str, Any]) -> bool:
@@ -312,8 +357,8 @@ class Worker:
                     self.pending.remove(job)
                     state = "queued"
             run = self.running.pop(target, None)
-            if run is not None:
-                run.stop.set()  # the builder kills its make; the sink drops the rest
+            if run is not None and self.runner is not None:
+                self.runner.cancel(target)  # its make is killed; nothing more is sent
                 state = "building"
             self.lock.notify_all()
             # Sent under the lock: no result for this board can follow it.
@@ -327,69 +372,8 @@ class Worker:
         return False
 
     # -- slots ------------------------------------------------------------------
-    def _run_slot(self, slot: Slot, gen: int) -> None:
-        while True:
-            with self.lock:
-                while not self.pending and not self.closing and gen == self.generation:
-                    self.lock.wait()
-                if self.closing or gen != self.generation:
-                    return
-                job = self.pending.popleft()
-                run = _Running(job, slot.index)
-                self.running[job.board.target] = run
-                self.busy += 1
-                self.out.send({"resp": "heartbeat", "board": job.board.target,
-                               "thread": slot.index})
-            try:
-                self._build(run, slot)
-            finally:
-                with self.lock:
-                    self.busy -= 1
-                    if self.running.get(job.board.target) is run:
-                        del self.running[job.board.target]
-                    self.lock.notify_all()
-
-    def _build(self, run: _Running, slot: Slot) -> None:
-        target = run.job.board.target
-        assert self.builder is not None
-        self.dlog(f"start {target}")
-        start = time.monotonic()
-        try:
-            self.builder.build(run.job, slot, self._make_jobs,
-                               lambda r: self._sink(run, r), run.stop)
-        except BuildInterrupted:
-            self.dlog(f"stopped {target}")
-            return
-        except Exception as exc:  # noqa: BLE001 - one board must not end the worker
-            self.log(f"W: board {target} crashed: {exc}\n{traceback.format_exc()}")
-            if not isinstance(exc, OSError | GitError):
-                # A disk or git failure is the machine's: the boss rebuilds the board
-                # elsewhere, so it is not a thread exception of this run.
-                with self.lock:
-                    self.exceptions += 1
-            for commit in run.job.commits:
-                if commit.sequence not in run.sent:
-                    self._sink(run, BuildResult(target, commit.sequence, INFRA_RC,
-                                                stderr=f"worker exception: {exc}\n",
-                                                host=self.host,
-                                                infra_error=f"exception: {exc}"))
-        self.dlog(f"done {target} rc={run.worst_rc} in {time.monotonic() - start:.1f} s")
-
-    def _make_jobs(self) -> int:
-        return make_jobs(self.nthreads, self.max_boards, len(self.running))
-
-    def _sink(self, run: _Running, result: BuildResult) -> None:
-        if result.infra_error is None:
-            result.infra_error = infra_reason(result, self.work.path if self.work else None)
-        with self.lock:
-            if run.stop.is_set() or self.closing:
-                return
-            run.sent.add(result.sequence)
-            run.worst_rc = max(run.worst_rc, result.return_code)
-            if len(run.sent) >= len(run.job.commits):
-                # The board is finished: no heartbeat may follow its last result.
-                self.running.pop(run.job.board.target, None)
-            self.out.send({"resp": "build_result", **result.to_wire()})
+    def _make_jobs(self, active: int) -> int:
+        return make_jobs(self.nthreads, self.max_boards, active)
 
     def heartbeat_loop(self, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT_INTERVAL):
@@ -402,16 +386,17 @@ class Worker:
         with self.lock:
             self.closing = True
             self.pending.clear()
-            for run in self.running.values():
-                run.stop.set()
+            runner = self.runner
             self.lock.notify_all()
+        if runner is not None:
+            runner.stop()
 
     def shutdown(self, leader: bool) -> None:
         """Stop every build, kill what we started, give up the work directory."""
         self.stop_all()
         deadline = time.monotonic() + SHUTDOWN_GRACE
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        for runner in self.runners:
+            runner.join(max(0.0, deadline - time.monotonic()))
         reaper.reap(include_own_group=leader)
         if self.work is not None:
             self.work.release()
