@@ -89,6 +89,14 @@ def arch_line(build: Path) -> str:
     return next((ln for ln in lines if ln.startswith("arch ")), "")
 
 
+def normalised_reproducer(build: Path) -> str | None:
+    """The ``reproduce`` script with make's job count blanked (it is per machine)."""
+    script = build / "reproduce"
+    if not script.exists():
+        return None
+    return re.sub(r"(-j ?|NPROC=)\d+", r"\1N", script.read_text())
+
+
 def tree_differences(local: Path, other: Path) -> list[str]:
     """How ``other`` differs from ``local`` (same boards x commits expected)."""
     diffs: list[str] = []
@@ -110,6 +118,9 @@ def tree_differences(local: Path, other: Path) -> list[str]:
             fa, fb = a / name, b / name
             if fa.exists() and fb.exists() and fa.read_bytes() != fb.read_bytes():
                 diffs.append(f"{rel}/{name} differs")
+        # The reproducer: the same script wherever the board was built (make -j may differ).
+        if normalised_reproducer(a) != normalised_reproducer(b):
+            diffs.append(f"{rel}/reproduce differs")
         if arch_line(a) != arch_line(b):
             diffs.append(f"{rel}/toolchain: {arch_line(a)!r} != {arch_line(b)!r}")
     return diffs

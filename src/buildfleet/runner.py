@@ -31,6 +31,7 @@ from buildfleet.fleet.local import LOCAL, LocalExecutor
 from buildfleet.fleet.runlog import RunLog
 from buildfleet.model import Board, BuildJob, BuildResult, toolchain_error_result
 from buildfleet.plan import RunPlan, cpu_count, slot_root
+from buildfleet.results.manifest import MANIFEST_NAME, RunManifest, local_host
 from buildfleet.results.paths import build_dir
 from buildfleet.results.progress import Progress, RunCounts, completed_line
 from buildfleet.results.reader import read_result
@@ -72,6 +73,7 @@ class RunContext:
     closers: list[Callable[[], None]] = field(default_factory=list)
     remote_executors: list[Any] = field(default_factory=list)
     costs: CostModel | None = None
+    manifest: RunManifest | None = None
 
 
 RemoteStarter = Callable[[RunContext], Sequence[Executor]]
@@ -139,7 +141,8 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         progress.message(text)
 
     boss_log.write(">>", f"run: {len(plan.todo)} boards, {plan.results_to_build} results to build")
-    ctx = RunContext(plan, pool, sink, stop, log, args, costs=costs)
+    manifest = start_manifest(plan, args, toolchains, log)
+    ctx = RunContext(plan, pool, sink, stop, log, args, costs=costs, manifest=manifest)
     executors: list[Executor] = []
     start = time.monotonic()
     try:
@@ -163,8 +166,12 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         progress.stop()
         boss_log.write("!!", "interrupted")
         boss_log.close()
+        _finish_manifest(manifest, "interrupted", 130, log)
         print("\nInterrupted: stopped every build; results so far are kept.", file=sys.stderr)
         return 130
+    except Exception:
+        _finish_manifest(manifest, "failed", None, log)
+        raise
     finally:
         _run_closers(ctx)
         sink.close()
@@ -172,7 +179,29 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     elapsed = time.monotonic() - start
     boss_log.write(">>", f"end: {counts.done} results, {elapsed:.1f}s")
     boss_log.close()
-    return _close_run(plan, args, ctx, policy, counts, executors, elapsed, out)
+    code = _close_run(plan, args, ctx, policy, counts, executors, elapsed, out)
+    _finish_manifest(manifest, "completed", code, log)
+    return code
+
+
+def start_manifest(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
+                   log: Callable[[str], None]) -> RunManifest:
+    """Write ``.buildfleet-run.json`` before anything builds (machines are added as they join)."""
+    manifest = RunManifest(plan.base / MANIFEST_NAME, list(sys.argv[1:]), str(plan.src_dir),
+                           plan.branch, [c.hash for c in plan.commits], len(plan.boards),
+                           plan.results_to_build, plan.flags.to_dict())
+    if not args.no_local:
+        manifest.add_machine("local", toolchains.to_map(), local_host(), plan.threads)
+    if problem := manifest.save():
+        log(f"Warning: {problem}")
+    return manifest
+
+
+def _finish_manifest(manifest: RunManifest, status: str, code: int | None,
+                     log: Callable[[str], None]) -> None:
+    manifest.finish(status, code)
+    if problem := manifest.save():
+        log(f"Warning: {problem}")
 
 
 def _close_run(plan: RunPlan, args: argparse.Namespace, ctx: RunContext,

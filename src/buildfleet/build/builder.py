@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -188,7 +189,7 @@ class Builder:
 
         def make(extra: list[str]) -> tuple[int, str, str]:
             argv = ["make", *args, *extra]
-            result.commands.append(" ".join(argv))
+            result.commands.append(shlex.join(argv))  # buildman's join, quoted where needed
             return run_make(argv, slot.source_dir, env, stop)
 
         if configure:

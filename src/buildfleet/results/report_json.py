@@ -28,7 +28,8 @@ from buildfleet.results.collect import (
 )
 from buildfleet.results.errlines import split_errors_warnings
 from buildfleet.results.outcome import Outcome, StoredResult
-from buildfleet.results.paths import commit_dir_name
+from buildfleet.results.paths import build_dir, commit_dir_name, is_safe_name
+from buildfleet.results.reproducer import SCRIPT_NAME, Reproducer
 from buildfleet.results.reproducibility import load_reproducibility
 
 SCHEMA_NAME = "buildfleet-report"
@@ -49,7 +50,32 @@ def status_of(result: StoredResult | None) -> str:
     return {Outcome.OK: "ok", Outcome.WARNING: "warning"}.get(result.outcome, "error")
 
 
-def _result_entry(board: Board, commit: Commit, result: StoredResult | None) -> dict[str, Any]:
+def reproducer_entry(base: Path, board: Board, commit: Commit,
+                     result: StoredResult | None) -> dict[str, Any] | None:
+    """The ``reproducer`` object of a result (from its out-cmd, out-env, toolchain), or None.
+
+    ``script`` is the ``reproduce`` file's path relative to ``base`` (null
+    for a tree written before reproducers, or by buildman: the commands are
+    still given when ``out-cmd`` is there).
+    """
+    if result is None or not is_safe_name(board.target):
+        return None
+    path = build_dir(base, commit, board.target)
+    files: dict[str, bytes] = {}
+    for name in ("out-cmd", "out-env", "toolchain"):
+        try:
+            files[name] = (path / name).read_bytes()
+        except OSError:
+            pass
+    repro = Reproducer.from_files(board.target, commit.hash, files, result.return_code)
+    if repro is None:
+        return None
+    script = path / SCRIPT_NAME
+    return repro.to_json(str(script.relative_to(base)) if script.is_file() else None)
+
+
+def _result_entry(base: Path, board: Board, commit: Commit,
+                  result: StoredResult | None) -> dict[str, Any]:
     errors, warnings = split_errors_warnings(result.err_lines) if result else ([], [])
     return {
         "target": board.target,
@@ -63,6 +89,7 @@ def _result_entry(board: Board, commit: Commit, result: StoredResult | None) -> 
         "duration": result.duration if result else None,
         "machine": result.host if result else None,
         "toolchain": (result.toolchain or None) if result else None,
+        "reproducer": reproducer_entry(base, board, commit, result),
     }
 
 
@@ -119,7 +146,8 @@ def build_report(base: Path, commits: list[Commit], boards: list[Board],
             "directory": commit_dir_name(commit),
             "aggregate": _aggregate(boards, cur, prev),
         })
-        results.extend(_result_entry(b, commit, cur.results.get(b.target)) for b in boards)
+        results.extend(_result_entry(base, b, commit, cur.results.get(b.target))
+                       for b in boards)
         prev = cur
     statuses = [r["status"] for r in results]
     repro = load_reproducibility(base)  # hedged copies compared by the run that built base

@@ -13,12 +13,14 @@ import shutil
 import threading
 from pathlib import Path
 
+from buildfleet import __version__
 from buildfleet.errors import InfraError
 from buildfleet.model import IMAGE_HASHES, TOOLCHAIN_ERROR_RC, BuildResult, Commit
 from buildfleet.results.paths import commit_dir, is_safe_name
+from buildfleet.results.reproducer import SCRIPT_NAME, Reproducer
 
 # Names the writer itself owns; a result may not supply these as files.
-RESERVED = frozenset({"done", "err", "log", "duration", "host"})
+RESERVED = frozenset({"done", "err", "log", "duration", "host", SCRIPT_NAME})
 
 
 class UnsafeResult(InfraError, ValueError):
@@ -28,14 +30,14 @@ class UnsafeResult(InfraError, ValueError):
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
-def _put(dir_fd: int, name: str, data: bytes) -> None:
+def _put(dir_fd: int, name: str, data: bytes, mode: int = 0o666) -> None:
     """Create ``name`` in the directory ``dir_fd`` holding exactly ``data``.
 
     Plain ``os`` calls relative to an open directory: a world build writes
     ~15 files per result, thousands of results a second on a big fleet, and
     pathlib plus buffered file objects cost more than the writes themselves.
     """
-    fd = os.open(name, _CREATE, 0o666, dir_fd=dir_fd)
+    fd = os.open(name, _CREATE, mode, dir_fd=dir_fd)
     try:
         view = memoryview(data)
         while view:
@@ -127,7 +129,7 @@ class ResultWriter:
             shutil.rmtree(tmp, ignore_errors=True)
             os.mkdir(tmp)
         try:
-            self._fill(tmp, result)
+            self._fill(tmp, result, self.commits[result.sequence].hash)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -140,12 +142,19 @@ class ResultWriter:
         return Path(final)
 
     @staticmethod
-    def _fill(tmp: str, result: BuildResult) -> None:
+    def _fill(tmp: str, result: BuildResult, commit_hash: str | None) -> None:
         dir_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for name, data in result.files.items():
                 if name not in RESERVED:
                     _put(dir_fd, name, data)
+            # Rendered here, from the files every builder sends, so a board
+            # built by a worker gets exactly the script a local one gets.
+            repro = Reproducer.from_files(result.target, commit_hash, result.files,
+                                          result.return_code)
+            if repro is not None:
+                script = repro.script(f"buildfleet {__version__}")
+                _put(dir_fd, SCRIPT_NAME, script.encode(), 0o777)
             _put(dir_fd, "log", _text(result.stdout))
             if result.stderr:
                 _put(dir_fd, "err", _text(result.stderr))

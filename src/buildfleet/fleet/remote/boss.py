@@ -357,6 +357,13 @@ def remote_starter(settings: Settings) -> Callable[[Any], list[RemoteExecutor]]:
                     f"{s.name}: {s.reason}" for s in statuses))
             ctx.log("No machines available: building everything locally")
             return []
+        manifest = getattr(ctx, "manifest", None)
+        if manifest is not None:
+            for status in available:
+                manifest.add_machine(status.name, status.toolchains, status.config.host,
+                                     status.max_boards)
+            if problem := manifest.save():
+                ctx.log(f"Warning: {problem}")
         tip, hashes = _push_tip(ctx.plan)
         executors += [RemoteExecutor(s, ctx, session, settings, tip, hashes) for s in available]
         ctx.log(f"Starting workers on {len(executors)} machines: "
