@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+import world_report
 from buildfleet.cmdline import parse_args
+from buildfleet.results.report_html import render_html
 from buildfleet.results.report_json import ReportError, load_schema
 from buildfleet.results.reports import write_reports
+from cdp import Browser, chromium_binary
 from ci_skip import require
 from results_tree import BOARDS, COMMITS, ERR, MAKE_ERR, UNBUILT, WARN, make_tree
 
@@ -94,39 +94,96 @@ def test_html_static(reports: Path) -> None:
     page = (reports / "html" / "index.html").read_text()
     assert len(re.findall(r'<td class="cell ', page)) == 12
     assert page.count('data-status="error"') == 1
-    assert page.count("<polyline") == 3  # board_d has no sizes
+    # one size plot per arch (arm, riscv, sandbox); sandbox's board_d has no sizes
+    assert page.count('<div class="plot"') == 3
+    assert len(re.findall(r'<polyline class="mean" points="\d', page)) == 2
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in page
-    assert "expected &#x27;;&#x27; before" in page  # error lines behind the cell, escaped
-
-
-def _chromium() -> str | None:
-    return shutil.which("chromium") or (
-        "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-
-
-def _chromium_cmd(binary: str, profile: Path) -> list[str]:
-    return [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--user-data-dir={profile}"]
+    # the error cell links to its lines, which are on the page, escaped
+    cell = re.search(r'<td class="cell error" data-board="board_b" data-commit="1" '
+                     r'data-status="error"[^>]*><a href="#(L\d+)">', page)
+    assert cell, "the error cell links to its lines"
+    block = re.search(rf'<div class="log" id="{cell.group(1)}"[^>]*>(.*?)</div>', page, re.S)
+    assert block and "expected &#x27;;&#x27; before" in block.group(1)
+    assert "board_b @ 02" in block.group(1)
 
 
 def test_html_in_chromium(reports: Path, tmp_path: Path) -> None:
-    binary = _chromium()
+    binary = chromium_binary()
     require(binary is not None, "chromium is not installed")
     assert binary is not None
     url = (reports / "html" / "index.html").as_uri()
-    dom = subprocess.run([*_chromium_cmd(binary, tmp_path / "p1"), "--dump-dom", url],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    assert 'data-ready="1"' in dom  # the page's script ran
-    assert len(re.findall(r'<td class="cell ', dom)) == 12
-    assert '<span id="ncells">12</span>' in dom  # counted by the script
-    assert dom.count("<polyline") == 3
-    shot = tmp_path / "shot.png"
-    subprocess.run([*_chromium_cmd(binary, tmp_path / "p2"), f"--screenshot={shot}",
-                    "--window-size=1200,900", url],
-                   capture_output=True, timeout=60, check=True)
-    assert shot.stat().st_size > 5000
+    with Browser(binary, tmp_path / "profile") as page:
+        page.load(url)
+        assert page.js("document.body.dataset.ready") == "1"  # the page's script ran
+        assert page.js("document.getElementById('ncells').textContent") == "12"
+        assert page.js("document.querySelectorAll('svg polyline').length") == 2
+        # a click on the broken cell shows its lines in the side panel
+        page.js("document.querySelector('td.cell.error').click()")
+        assert page.js("getComputedStyle(document.getElementById('panel')).display") == "block"
+        assert ERR in page.js("document.querySelector('#panel pre').textContent")
+        # a click on a board name draws that board's own size plot
+        page.js("document.querySelector('tr[data-board=board_c] a.b').click()")
+        assert page.js("document.querySelectorAll('#panel svg circle').length") == 3
+        page.screenshot(tmp_path / "shot.png")
+    assert (tmp_path / "shot.png").stat().st_size > 5000
+
+
+def _visible(page: Browser) -> list[dict[str, str]]:
+    return page.js("Array.from(document.querySelectorAll('#rows tr')).filter(function(tr)"
+                   "{return !tr.hidden;}).map(function(tr){return {board: tr.dataset.board,"
+                   " arch: tr.dataset.arch, delta: tr.dataset.delta};})")
+
+
+def test_world_scale_html_filters_in_chromium(tmp_path: Path) -> None:
+    """1,500 boards x 10 commits in one page: the filter and sorting work in a real browser."""
+    binary = chromium_binary()
+    require(binary is not None, "chromium is not installed")
+    assert binary is not None
+    doc = world_report.world_doc()
+    jsonschema.validate(doc, load_schema())
+    page_file = tmp_path / "index.html"
+    page_file.write_text(render_html(doc))
+    boards = doc["boards"]
+    assert len(boards) == 1500 and len(doc["commits"]) == 10
+    statuses: dict[str, set[str]] = {}
+    for r in doc["results"]:
+        statuses.setdefault(r["target"], set()).add(r["status"])
+    with Browser(binary, tmp_path / "profile") as page:
+        page.load(page_file.as_uri())
+        assert page.js("document.body.dataset.ready") == "1"
+        assert page.js("document.querySelectorAll('td.cell').length") == 15000
+        assert len(_visible(page)) == 1500
+        # by arch
+        page.js("var s=document.getElementById('arch');s.value='riscv';"
+                "s.dispatchEvent(new Event('change'))")
+        riscv = sorted(b["target"] for b in boards if b["arch"] == "riscv")
+        assert sorted(r["board"] for r in _visible(page)) == riscv
+        assert page.js("document.getElementById('shown').textContent") == str(len(riscv))
+        # by arch and status
+        page.js("var s=document.getElementById('arch');s.value='';"
+                "s.dispatchEvent(new Event('change'));var t=document.getElementById('status');"
+                "t.value='error';t.dispatchEvent(new Event('change'))")
+        broken = sorted(t for t, st in statuses.items() if "error" in st)
+        assert sorted(r["board"] for r in _visible(page)) == broken
+        # text typed into the box matches error lines too (after the input debounce)
+        page.type_text("#q", "readl_relaxed")
+        page.js("new Promise(function(r){setTimeout(r,300)})")
+        m68k = sorted(b["target"] for b in boards if b["arch"] == world_report.BROKEN_ARCH)
+        assert sorted(r["board"] for r in _visible(page)) == m68k
+        # sort by size change, largest first (second click on the column)
+        page.js("var t=document.getElementById('status');t.value='';"
+                "t.dispatchEvent(new Event('change'));var q=document.getElementById('q');"
+                "q.value='';q.dispatchEvent(new Event('input'))")
+        page.js("new Promise(function(r){setTimeout(r,300)})")
+        for _ in range(2):
+            page.js("document.querySelector('th[data-sort=delta]').click()")
+        deltas = [int(r["delta"]) for r in _visible(page) if r["delta"] != ""]
+        assert len(deltas) > 1000 and deltas == sorted(deltas, reverse=True)
+        # filters given in the address
+        page.load(page_file.as_uri() + f"?arch={world_report.UNBUILT_ARCH}&status=not-built")
+        unbuilt = sorted(b["target"] for b in boards if b["arch"] == world_report.UNBUILT_ARCH)
+        assert sorted(r["board"] for r in _visible(page)) == unbuilt
 
 
 def test_report_error_is_one_line(tree: Path, tmp_path: Path) -> None:

@@ -33,8 +33,9 @@ from bfrun import (
     result_dir,
     run_bf,
     settings_file,
+    sizes_of,
 )
-from buildfleet.build.capture import ELF_IMAGES, inspect_image, sizes_line
+from buildfleet.build.capture import ELF_IMAGES, inspect_image
 from buildfleet.demo import DemoTree, make_demo_tree
 from buildfleet.results.report_json import load_schema
 from buildfleet.results.reproducer import Reproducer, parse_out_env
@@ -80,20 +81,19 @@ def reproduce(script: Path, checkout: Path, build: Path) -> subprocess.Completed
                           timeout=180)
 
 
-def image_sizes(build: Path) -> list[str]:
-    """The images built in ``build`` as lines of buildman's ``sizes`` file."""
-    lines = []
+def image_sizes(build: Path) -> dict[str, tuple[int, int, int]]:
+    """The images built in ``build``: image -> (text, data, bss), as ``sizes`` holds them."""
+    found = {}
     for image in ELF_IMAGES:
         if (build / image).is_file():
-            sizes, _ = inspect_image(build / image)
+            sizes = inspect_image(build / image).sizes
             assert sizes is not None, image
-            lines.append(sizes_line(image, sizes))
-    return lines
+            found[image] = sizes[:3]
+    return found
 
 
-def recorded_sizes(result: Path) -> list[str]:
-    path = result / "sizes"
-    return path.read_text().splitlines() if path.exists() else []
+def recorded_sizes(result: Path) -> dict[str, tuple[int, int, int]]:
+    return sizes_of(result) if (result / "sizes").exists() else {}
 
 
 @pytest.mark.parametrize("case", ["incremental-warning", "broken", "sandbox"])

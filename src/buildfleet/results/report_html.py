@@ -1,67 +1,41 @@
-"""A static HTML page of a run: a board x commit grid and size plots.
+"""A static HTML page of a run: a board × commit grid, error lines, per-arch size plots.
 
 Meant to be opened from disk or served as a CI artifact, so everything is
 inline (CSS, a little JS, SVG drawn here in Python) and nothing is fetched at
-view time. Each grid cell opens its error lines; the page works without JS,
-JS only adds a side panel and a filter. Rendered from the JSON report
-document, like the JUnit file.
+view time. It must stay usable for a world build, 1,500 boards × 10 commits
+in one file, so:
+
+- each grid cell is one small ``<td>`` (``class="cell <status>"``,
+  ``data-board``, ``data-commit``, ``data-status``, the contract scripts
+  rely on); a cell with error or warning lines links to them;
+- error and warning lines are listed once per distinct block of lines, with
+  every board × commit that printed it (a header broken for all boards is
+  one entry, not 1,500);
+- sizes are one plot per arch (:mod:`report_plots`), a board's own curve is
+  drawn by the script on demand from the sizes the page carries as data.
+
+Without JS the page still shows everything; the script adds the filter,
+sorting and the side panel (:mod:`report_html_assets`). Rendered from the
+JSON report document, like the JUnit file.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from buildfleet.model import Board, Commit
+from buildfleet.results.report_html_assets import CSS, JS
 from buildfleet.results.report_json import build_report, write_text
+from buildfleet.results.report_plots import arch_plot, arch_series
 
 _LABEL = {"ok": "ok", "warning": "W", "error": "✗", "not-built": "–"}
-
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
-h1{font-size:1.4em;margin:0 0 .3em} h2{font-size:1.15em;margin:1.5em 0 .5em}
-.counts span{margin-right:1.2em} table.grid{border-collapse:collapse}
-.grid th,.grid td{border:1px solid #ccc;padding:2px 6px;text-align:center;vertical-align:top}
-.grid th.board{text-align:left;font-weight:normal;font-family:monospace}
-.grid thead th{font-weight:normal;font-size:12px;max-width:12em}
-td.cell{min-width:3em;cursor:pointer} td.cell summary{list-style:none}
-.ok{background:#c8efc8}.warning{background:#fbe7a1}.error{background:#f4b0ab}
-.not-built{background:#e4e4e4;color:#777} td.cell.sel{outline:3px solid #36c}
-pre{white-space:pre-wrap;text-align:left;font-size:12px;margin:.3em 0}
-#panel{position:fixed;right:1em;bottom:1em;width:45%;max-height:40%;overflow:auto;
-background:#fff;border:1px solid #999;padding:.5em 1em;box-shadow:0 2px 8px #0003;display:none}
-.plots{display:flex;flex-wrap:wrap;gap:1em}.plot{background:#fff;border:1px solid #ddd;padding:.4em}
-.plot h3{font:12px monospace;margin:0}.muted{color:#888;font-size:12px}
-"""
-
-_JS = """
-(function(){
-  var panel=document.getElementById('panel');
-  var cells=document.querySelectorAll('td.cell');
-  cells.forEach(function(td){
-    td.addEventListener('click',function(ev){
-      cells.forEach(function(c){c.classList.remove('sel');});
-      td.classList.add('sel');
-      var pre=td.querySelector('pre');
-      panel.style.display='block';
-      panel.querySelector('h3').textContent=td.dataset.board+' @ '+td.dataset.commitLabel+
-        ' : '+td.dataset.status;
-      panel.querySelector('pre').textContent=pre?pre.textContent:'(no error or warning lines)';
-      ev.preventDefault();
-    });
-  });
-  document.getElementById('filter').addEventListener('change',function(ev){
-    var onlyBad=ev.target.checked;
-    document.querySelectorAll('tr.row').forEach(function(tr){
-      tr.style.display=(onlyBad&&!tr.querySelector('td.error,td.warning'))?'none':'';
-    });
-  });
-  document.body.dataset.ready='1';
-  document.getElementById('ncells').textContent=cells.length;
-})();
-"""
+_LETTER = {"error": "e", "warning": "w", "ok": "o", "not-built": "n"}
+STATUS_CHOICES = (("", "any status"), ("problem", "errors or warnings"), ("error", "error"),
+                  ("warning", "warning"), ("ok", "ok"), ("not-built", "not built"))
 
 
 def _e(text: object) -> str:
@@ -74,93 +48,148 @@ def _commit_label(commit: dict[str, Any]) -> str:
     return f"{commit['sequence'] + 1:02d}"
 
 
-def size_plot(points: list[tuple[int, int | None]], n_commits: int, width: int = 260,
-              height: int = 90) -> str:
-    """An inline SVG polyline of u-boot's total size per commit index (None = no data)."""
-    known = [(i, v) for i, v in points if v is not None]
-    if not known:
-        return '<p class="muted">no size data</p>'
-    lo = min(v for _, v in known)
-    hi = max(v for _, v in known)
-    span = (hi - lo) or 1
-    pad = 8
+class _Blocks:
+    """Distinct blocks of error/warning lines, each with the board × commits that printed it."""
 
-    def xy(i: int, v: int) -> tuple[float, float]:
-        x = pad + (width - 2 * pad) * (i / max(1, n_commits - 1))
-        if hi == lo:
-            return round(x, 1), height / 2
-        y = height - pad - (height - 2 * pad) * ((v - lo) / span)
-        return round(x, 1), round(y, 1)
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.owners: list[list[tuple[str, str]]] = []
+        self.texts: list[str] = []
 
-    coords = [xy(i, v) for i, v in known]
-    poly = " ".join(f"{x},{y}" for x, y in coords)
-    dots = "".join(f'<circle cx="{x}" cy="{y}" r="3" fill="#36c"><title>commit {i + 1}: '
-                   f'{v} bytes</title></circle>' for (i, v), (x, y) in zip(known, coords,
-                                                                            strict=True))
-    return (f'<svg class="sizeplot" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" role="img">'
-            f'<rect width="{width}" height="{height}" fill="#fff"/>'
-            f'<text x="{pad}" y="10" font-size="9" fill="#888">{hi}</text>'
-            f'<text x="{pad}" y="{height - 1}" font-size="9" fill="#888">{lo}</text>'
-            f'<polyline points="{poly}" fill="none" stroke="#36c" stroke-width="2"/>'
-            f'{dots}</svg>')
+    def add(self, text: str, target: str, label: str) -> str:
+        index = self.ids.get(text)
+        if index is None:
+            index = self.ids[text] = len(self.texts)
+            self.texts.append(text)
+            self.owners.append([])
+        self.owners[index].append((target, label))
+        return f"L{index}"
+
+    def render(self) -> str:
+        out = []
+        for index, (text, owners) in enumerate(zip(self.texts, self.owners, strict=True)):
+            boards = " ".join(dict.fromkeys(t for t, _ in owners))
+            who = ", ".join(f"{t} @ {label}" for t, label in owners)
+            out.append(f'<div class="log" id="L{index}" data-boards="{_e(boards)}">'
+                       f'<h3>{_e(who)}</h3><pre>{_e(text)}</pre></div>')
+        return "".join(out)
 
 
-def render_html(doc: dict[str, Any]) -> str:
+def _cell(target: str, commit: dict[str, Any], res: dict[str, Any] | None,
+          blocks: _Blocks) -> tuple[str, str]:
+    """(the cell's HTML, its status)."""
+    status = res["status"] if res else "not-built"
+    label = _LABEL[status]
+    lines = (res["errors"] + res["warnings"]) if res else []
+    if lines:
+        anchor = blocks.add("\n".join(lines), target, _commit_label(commit))
+        label = f'<a href="#{anchor}">{label}</a>'
+    extra = f' data-machine="{_e(res["machine"])}"' if res and res["machine"] else ""
+    return (f'<td class="cell {status}" data-board="{_e(target)}" '
+            f'data-commit="{commit["sequence"]}" data-status="{status}"{extra}>{label}</td>',
+            status)
+
+
+def _delta(sizes: list[int | None]) -> int | None:
+    known = [s for s in sizes if s is not None]
+    return known[-1] - known[0] if len(known) >= 2 else None
+
+
+def _grid(doc: dict[str, Any], blocks: _Blocks) -> tuple[str, dict[str, list[int | None]]]:
+    """The grid's rows, and every board's u-boot size per commit index."""
     commits = doc["commits"]
     by_key = {(r["target"], r["commit"]): r for r in doc["results"]}
-    head = "".join(f'<th title="{_e(c["hash"] or "current source")}">{_e(_commit_label(c))}'
-                   f'<br>{_e(c["subject"][:30])}</th>' for c in commits)
     rows = []
-    plots = []
+    sizes: dict[str, list[int | None]] = {}
     for board in doc["boards"]:
         target = board["target"]
         cells = []
-        points: list[tuple[int, int | None]] = []
-        for index, commit in enumerate(commits):
+        has: set[str] = set()
+        series: list[int | None] = []
+        for commit in commits:
             res = by_key.get((target, commit["sequence"]))
-            status = res["status"] if res else "not-built"
-            lines = (res["errors"] + res["warnings"]) if res else []
-            label = _e(_LABEL[status])
-            if lines:
-                inner = (f"<details><summary>{label}</summary>"
-                         f"<pre>{_e(chr(10).join(lines))}</pre></details>")
-            else:
-                inner = label
-            extra = ""
-            if res and res["machine"]:
-                extra += f' data-machine="{_e(res["machine"])}"'
-            cells.append(f'<td class="cell {status}" data-board="{_e(target)}" '
-                         f'data-commit="{commit["sequence"]}" '
-                         f'data-commit-label="{_e(_commit_label(commit))}" '
-                         f'data-status="{status}"{extra}>{inner}</td>')
-            size = res["sizes"].get("u-boot", {}).get("all") if res else None
-            points.append((index, size))
-        rows.append(f'<tr class="row"><th class="board">{_e(target)} '
-                    f'<span class="muted">{_e(board["arch"])}</span></th>{"".join(cells)}</tr>')
-        plots.append(f'<div class="plot" data-board="{_e(target)}"><h3>{_e(target)}</h3>'
-                     f'{size_plot(points, len(commits))}</div>')
+            cell, status = _cell(target, commit, res, blocks)
+            cells.append(cell)
+            has.add(_LETTER[status])
+            series.append(res["sizes"].get("u-boot", {}).get("all") if res else None)
+        sizes[target] = series
+        delta = _delta(series)
+        shown = "" if delta is None else f"{delta:+d}" if delta else "0"
+        rows.append(f'<tr class="row" data-board="{_e(target)}" data-arch="{_e(board["arch"])}" '
+                    f'data-has="{"".join(sorted(has))}" '
+                    f'data-delta="{"" if delta is None else delta}">'
+                    f'<th class="board"><a class="b" href="#plots" title="size plot">'
+                    f'{_e(target)}</a></th><td class="arch">{_e(board["arch"])}</td>'
+                    f'{"".join(cells)}<td class="num">{shown}</td></tr>')
+    return "".join(rows), sizes
+
+
+def _plots(doc: dict[str, Any], sizes: dict[str, list[int | None]], labels: list[str]) -> str:
+    by_arch: dict[str, list[list[int | None]]] = {}
+    for board in doc["boards"]:
+        by_arch.setdefault(board["arch"], []).append(sizes[board["target"]])
+    out = []
+    for arch in sorted(by_arch, key=lambda a: (-len(by_arch[a]), a)):
+        series = arch_series(arch, by_arch[arch])
+        out.append(f'<div class="plot" data-arch="{_e(arch)}"><h3>{_e(arch)}: '
+                   f'{series.boards_with_sizes} of {series.boards} boards with sizes</h3>'
+                   f'{arch_plot(series, labels)}</div>')
+    return "".join(out)
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    """The whole page for a report document (see :func:`report_json.build_report`)."""
+    commits = doc["commits"]
+    labels = [_commit_label(c) for c in commits]
+    blocks = _Blocks()
+    rows, sizes = _grid(doc, blocks)
+    archs = Counter(b["arch"] for b in doc["boards"])
+    head = "".join(f'<th data-sort="{i}" title="{_e(c["hash"] or "current source")}: '
+                   f'{_e(c["subject"])} (click to sort by status)">{_e(labels[i])}</th>'
+                   for i, c in enumerate(commits))
+    cols = ('<col style="width:15em"><col style="width:6em">'
+            + '<col style="width:3.2em">' * len(commits) + '<col style="width:6em">')
+    arch_opts = "".join(f'<option value="{_e(a)}">{_e(a)} ({n})</option>'
+                        for a, n in sorted(archs.items()))
+    st_opts = "".join(f'<option value="{v}">{t}</option>' for v, t in STATUS_CHOICES)
     counts = doc["run"]["counts"]
     count_html = "".join(f'<span class="{k}">{_e(k)}: {v}</span>' for k, v in counts.items())
-    data = json.dumps({"counts": counts}).replace("</", "<\\/")
+    legend = "".join(f"<li><b>{_e(label)}</b> {_e(c['hash'] or 'current source')[:12]} "
+                     f"{_e(c['subject'])}</li>" for label, c in zip(labels, commits, strict=True))
+    data = json.dumps({"commits": labels, "sizes": sizes, "counts": counts},
+                      separators=(",", ":")).replace("</", "<\\/")
+    nboards = len(doc["boards"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>buildfleet report</title><style>{_CSS}</style></head>
+<title>buildfleet report</title><style>{CSS}</style></head>
 <body data-ready="0">
 <h1>buildfleet report</h1>
 <p class="muted">{_e(doc["run"]["output_dir"])} &middot; generated {_e(doc["run"]["generated"])}
-&middot; <span id="ncells">{len(doc["results"])}</span> results</p>
+&middot; {nboards} boards &times; {len(commits)} commits,
+<span id="ncells">{len(doc["results"])}</span> results</p>
 <p class="counts">{count_html}</p>
-<label><input type="checkbox" id="filter"> only boards with errors or warnings</label>
-<h2>Boards &times; commits</h2>
-<table class="grid"><thead><tr><th>board</th>{head}</tr></thead>
-<tbody>{"".join(rows)}</tbody></table>
-<h2>u-boot size over commits</h2>
-<div class="plots">{"".join(plots)}</div>
-<div id="panel"><h3></h3><pre></pre></div>
+<details><summary>commits</summary><ol class="muted">{legend}</ol></details>
+<div class="controls"><input type="search" id="q" placeholder="board, arch or error text">
+<select id="arch"><option value="">every arch</option>{arch_opts}</select>
+<select id="status">{st_opts}</select>
+<span class="muted"><span id="shown">{nboards}</span> of {nboards} boards shown;
+click a column to sort, a board for its size plot, a cell for its lines</span></div>
+<table class="grid"><colgroup>{cols}</colgroup>
+<thead><tr><th data-sort="board">board</th><th data-sort="arch">arch</th>{head}
+<th data-sort="delta" title="u-boot size change, first to last commit">&Delta; bytes</th>
+</tr></thead>
+<tbody id="rows">{rows}</tbody></table>
+<h2 id="plots">u-boot size change over the commits, per arch</h2>
+<p class="muted">Line: mean change of the arch's boards since each one's first size;
+band: smallest to largest change.</p>
+<div class="plots">{_plots(doc, sizes, labels)}</div>
+<h2>Error and warning lines</h2>
+<div id="logs">{blocks.render() or '<p class="muted">none</p>'}</div>
+<div id="panel"><button class="close" title="close">&times;</button><h3></h3>
+<div class="body"></div></div>
 <script type="application/json" id="report-data">{data}</script>
-<script>{_JS}</script>
+<script>{JS}</script>
 </body></html>
 """
 
