@@ -9,7 +9,9 @@ distributed test may use it. Its teardown fails the run if anything it made
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,15 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    # Runs keep a per-user cache of board costs: the tests' goes to a
+    # directory of their own, removed at the end, never to the user's.
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="buildfleet-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.basename(cache).startswith("buildfleet-test-cache-"):
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

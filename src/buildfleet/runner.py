@@ -23,7 +23,9 @@ from typing import Any, Protocol, TextIO
 from buildfleet.build.builder import Builder
 from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.workspace import prepare_slots
-from buildfleet.fleet.dispatch.costs import CostModel, load_history
+from buildfleet.fleet.dispatch.costfile import CostData, update_cache
+from buildfleet.fleet.dispatch.costs import CostModel, scan_base
+from buildfleet.fleet.dispatch.costsources import run_costs, tree_id
 from buildfleet.fleet.dispatch.policy import CostAwarePolicy
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
@@ -125,7 +127,8 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     counts.total = counts.previously + plan.results_to_build
     show_progress = not args.ide
     progress = Progress(counts, out, enabled=show_progress)
-    costs = load_history(plan.base.parent, plan.boards)
+    costs = run_costs(plan.src_dir, plan.boards, plan.base.parent, None,
+                      lambda text: print(f"Warning: {text}", file=sys.stderr))
     policy = CostAwarePolicy(costs, hedging=not args.no_hedge)
     pool = JobPool(policy, list(plan.todo))
     writer = ResultWriter(plan.base, plan.commits)
@@ -177,6 +180,9 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         sink.close()
         progress.stop()
     elapsed = time.monotonic() - start
+    if plan.todo and (problem := update_cache(tree_id(plan.src_dir),
+                                              CostData.from_samples(scan_base(plan.base)))):
+        print(f"Warning: {problem}", file=sys.stderr)
     boss_log.write(">>", f"end: {counts.done} results, {elapsed:.1f}s")
     boss_log.close()
     code = _close_run(plan, args, ctx, policy, counts, executors, elapsed, out)

@@ -15,7 +15,6 @@ never seen falls back to the median of its arch, then of all boards, then 1.0.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -24,22 +23,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buildfleet.errors import InfraError
+from buildfleet.fleet.dispatch.priors import BoardTraits, prior_seconds
 from buildfleet.model import Board, BuildJob
 from buildfleet.results.paths import is_commit_dir
 
 DEFAULT_COST = 1.0
 """Seconds per board-commit assumed when there is no history at all."""
 
+PARENT_WEIGHT = 0.25
+"""How many boards' worth a parent group's median counts in a SoC's or CPU's."""
+
 LOCAL_HOST = ""
 """Host key of results without a ``host`` file (built by the boss itself)."""
 
 _FIT_ROUNDS = 200
 _FIT_TOLERANCE = 1e-9
-
-
-class CostCacheError(InfraError, ValueError):
-    """A cost cache file that cannot be read as one."""
 
 
 @dataclass(frozen=True)
@@ -59,38 +57,152 @@ class CostModel:
     ``board_arch`` the arch of targets with history (for the arch fallback);
     ``host_speed`` maps a host name (``""`` for local results) to its
     relative speed (1.0 = fastest known; 0.5 = takes twice as long).
+
+    A board without history is estimated from boards like it: its prior
+    (``traits`` set: :mod:`buildfleet.fleet.dispatch.priors`, else 1.0 for every
+    board) times the median ratio measured/prior of the boards with history
+    in its narrowest group, tried in the order SoC, CPU, arch, all boards.
+    The SoC and CPU medians lean towards their parent group's by a quarter
+    of one board's weight, so one odd board does not quite decide for its SoC. ``boards``
+    (the board database) gives each target's arch, CPU and SoC.
     """
 
     board_seconds: dict[str, float] = field(default_factory=dict)
     board_arch: dict[str, str] = field(default_factory=dict)
     host_speed: dict[str, float] = field(default_factory=dict)
+    boards: dict[str, Board] = field(default_factory=dict)
+    traits: dict[str, BoardTraits] | None = None
+    running: dict[str, float] = field(default_factory=dict)
+    """Boards still building that overran their estimate, with what they are now
+    expected to take per commit (counted like history until they finish)."""
+    expected: dict[str, float] = field(default_factory=dict)
+    """What each of those boards was expected to take when first seen building."""
 
     def __post_init__(self) -> None:
-        self._arch_median: dict[str, float] = {}
-        by_arch: dict[str, list[float]] = defaultdict(list)
-        for target, secs in self.board_seconds.items():
-            arch = self.board_arch.get(target)
-            if arch:
-                by_arch[arch].append(secs)
-        for arch, values in by_arch.items():
-            self._arch_median[arch] = statistics.median(values)
-        self._all_median = (statistics.median(self.board_seconds.values())
-                            if self.board_seconds else DEFAULT_COST)
+        self._scales: dict[tuple[str, ...], tuple[int, float]] | None = None
+        self._stale = False
 
     # -- queries --------------------------------------------------------------
     @property
     def empty(self) -> bool:
         return not self.board_seconds
 
+    @property
+    def has_priors(self) -> bool:
+        return self.traits is not None
+
+    def prior(self, board: Board) -> float:
+        """What the board database alone expects of ``board`` (1.0 without priors)."""
+        if self.traits is None:
+            return DEFAULT_COST
+        return prior_seconds(board, self.traits.get(board.target))
+
     def estimate(self, board: Board) -> float:
         """Seconds one commit of ``board`` takes on a speed-1.0 host."""
         known = self.board_seconds.get(board.target)
         if known is not None:
             return known
-        by_arch = self._arch_median.get(board.arch)
-        if by_arch is not None:
-            return by_arch
-        return self._all_median
+        return self.prior(board) * self._scale(board)
+
+    def observe(self, board: Board, seconds: float) -> None:
+        """Learn that one commit of ``board`` took ``seconds`` on a speed-1.0 host.
+
+        The refit during a run: boards of the same SoC, CPU or arch that have
+        no history of their own are estimated anew from it.
+        """
+        if seconds > 0 and math.isfinite(seconds):
+            self.board_seconds[board.target] = seconds
+            self.boards.setdefault(board.target, board)
+            self.running.pop(board.target, None)
+            self.expected.pop(board.target, None)
+            self._stale = True
+
+    def refit(self) -> None:
+        """Take every :meth:`observe` since the last refit into the group estimates.
+
+        Until then a new measurement only answers for its own board: refitting
+        is a pass over all measured boards, done in batches by the caller.
+        """
+        if self._stale:
+            self._scales = None
+            self._stale = False
+
+    def observe_running(self, building: Iterable[tuple[Board, float]]) -> int:
+        """Boards still building, each after so many seconds per commit (speed 1.0).
+
+        A board counts as evidence only once it outruns what was expected of
+        it: a board of an unknown, heavy SoC tells its siblings long before
+        it finishes. All are judged against the estimates before the call.
+        Returns how many boards changed the estimates.
+        """
+        updates: dict[str, tuple[Board, float]] = {}
+        for board, seconds in building:
+            target = board.target
+            if target in self.board_seconds or not math.isfinite(seconds):
+                continue
+            expected = self.expected.setdefault(target, self.prior(board) * self._scale(board))
+            if seconds <= expected:
+                continue
+            # A board that took r times what was expected of it and is still
+            # building is expected to take r times more again (a heavy tail:
+            # the longer it has run, the longer it will run).
+            guess = seconds * (seconds / expected)
+            if guess > self.running.get(target, 0.0):
+                updates[target] = (board, guess)
+        for target, (board, seconds) in updates.items():
+            self.running[target] = seconds
+            self.boards.setdefault(target, board)
+        if updates:
+            self._scales = None
+        return len(updates)
+
+    def group_of(self, board: Board) -> tuple[str, ...]:
+        """The narrowest group of ``board`` (its SoC, else CPU, else arch)."""
+        return _group_keys(board)[-1]
+
+    def charted(self, board: Board) -> bool:
+        """True if ``board`` or a board of its narrowest group (SoC, CPU, arch) has history."""
+        if board.target in self.board_seconds:
+            return True
+        if self._scales is None:
+            self._scales = self._fit_scales()
+        return _group_keys(board)[-1] in self._scales
+
+    def _info(self, target: str) -> Board | None:
+        board = self.boards.get(target)
+        if board is None and target in self.board_arch:
+            board = Board(target, self.board_arch[target])
+        return board
+
+    def _scale(self, board: Board) -> float:
+        """Measured/prior of the boards like ``board`` (1.0 when nothing is measured)."""
+        if self._scales is None:
+            self._scales = self._fit_scales()
+        best = self._scales.get((), (0, 1.0))[1]
+        for key in _group_keys(board):
+            found = self._scales.get(key)
+            if found is None:
+                break
+            n, median = found
+            # SoC and CPU groups lean towards their parent by a quarter board.
+            best = median if len(key) == 2 else (n * median + PARENT_WEIGHT * best) / (
+                n + PARENT_WEIGHT)
+        return best
+
+    def _fit_scales(self) -> dict[tuple[str, ...], tuple[int, float]]:
+        ratios: dict[tuple[str, ...], list[float]] = defaultdict(list)
+        measured = {**self.running, **self.board_seconds}
+        for target in sorted(measured):
+            secs = measured[target]
+            info = self._info(target)
+            if info is None:
+                ratios[()].append(secs / self.prior(Board(target, "")))
+                continue
+            ratio = secs / self.prior(info)
+            ratios[()].append(ratio)
+            for key in _group_keys(info):
+                ratios[key].append(ratio)
+        return {k: (len(v), statistics.median(v)) for k, v in ratios.items()}
 
     def job_cost(self, job: BuildJob) -> float:
         """Seconds the whole job (all its commits) takes on a speed-1.0 host."""
@@ -103,18 +215,24 @@ class CostModel:
     # -- building -------------------------------------------------------------
     @classmethod
     def from_samples(cls, samples: Iterable[Sample],
-                     arch_of: Mapping[str, str] | None = None) -> CostModel:
+                     arch_of: Mapping[str, str] | None = None, *,
+                     boards: Iterable[Board] = (),
+                     traits: Mapping[str, BoardTraits] | None = None) -> CostModel:
         """Fit board costs and host speeds to recorded durations.
 
         Alternating least squares on ``log d = log cost(board) - log speed(host)``;
         boards built on several hosts tie the hosts' speeds together.
+        ``boards`` (the board database) and ``traits`` (their defconfigs'
+        traits, which switch the priors on) serve boards without history.
         """
+        database = {b.target: b for b in boards}
+        prior_traits = dict(traits) if traits is not None else None
         per_board: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for s in samples:
             if s.seconds > 0 and math.isfinite(s.seconds):
                 per_board[s.target][s.host].append(math.log(s.seconds))
         if not per_board:
-            return cls(board_arch=dict(arch_of or {}))
+            return cls(board_arch=dict(arch_of or {}), boards=database, traits=prior_traits)
         # One log-duration per (board, host): the median over its commits.
         obs: dict[str, dict[str, float]] = {
             b: {h: statistics.median(v) for h, v in hosts.items()}
@@ -147,35 +265,18 @@ class CostModel:
         arch = {t: a for t, a in (arch_of or {}).items() if t in obs}
         return cls(board_seconds={b: math.exp(v) for b, v in log_cost.items()},
                    board_arch=arch,
-                   host_speed={h: math.exp(v) for h, v in log_speed.items()})
+                   host_speed={h: math.exp(v) for h, v in log_speed.items()},
+                   boards=database, traits=prior_traits)
 
-    # -- cache ----------------------------------------------------------------
-    def to_dict(self) -> dict[str, object]:
-        return {"version": 1,
-                "board_seconds": {k: round(v, 3) for k, v in sorted(self.board_seconds.items())},
-                "board_arch": dict(sorted(self.board_arch.items())),
-                "host_speed": {k: round(v, 4) for k, v in sorted(self.host_speed.items())}}
 
-    def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> CostModel:
-        """Read a cache written by :meth:`save`; raises CostCacheError if it is not one."""
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CostCacheError(f"cannot read cost cache {path}: {exc}") from exc
-        try:
-            if not isinstance(data, dict) or data.get("version") != 1:
-                raise TypeError("unknown version")
-            return cls(board_seconds={str(k): float(v) for k, v in data["board_seconds"].items()},
-                       board_arch={str(k): str(v) for k, v in data["board_arch"].items()},
-                       host_speed={str(k): float(v) for k, v in data["host_speed"].items()})
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CostCacheError(f"cost cache {path} is malformed: {exc}") from exc
+def _group_keys(board: Board) -> list[tuple[str, ...]]:
+    """The groups ``board`` belongs to, widest first: arch, CPU, SoC."""
+    keys: list[tuple[str, ...]] = [("arch", board.arch)]
+    if board.cpu:
+        keys.append(("cpu", board.arch, board.cpu))
+    if board.soc:
+        keys.append(("soc", board.arch, board.cpu, board.soc))
+    return keys
 
 
 def _linked_hosts(obs: Mapping[str, Mapping[str, float]]) -> list[list[str]]:
@@ -259,6 +360,20 @@ def scan_history(output_root: Path) -> list[Sample]:
                 _scan_targets(child.path, samples)
         if not has_commit_dirs:
             # A current-source base (<root>/current/<target>/) holds boards directly.
+            _scan_targets(entry.path, samples)
+    return samples
+
+
+def scan_base(base: Path) -> list[Sample]:
+    """Every (target, host, duration) of one run's base (``<root>/<branch>`` or ``current``)."""
+    samples: list[Sample] = []
+    _scan_targets(str(base), samples)  # current source: boards directly under the base
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return samples
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False) and is_commit_dir(entry.name):
             _scan_targets(entry.path, samples)
     return samples
 

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from buildfleet.fleet.dispatch.costs import CostModel
+from buildfleet.fleet.dispatch.refit import RunLearner
 from buildfleet.fleet.dispatch.stats import DispatchStats, ExecutorStats
 from buildfleet.model import Board, BuildJob
 
@@ -275,6 +276,9 @@ class FifoPolicy:
 
 
 # -- the cost-aware policy -----------------------------------------------------------
+RISK_SPEED = 0.75
+"""Machines slower than this share of the fastest take no unmeasured board."""
+
 class CostAwarePolicy(FifoPolicy):
     """Longest-expected-first, earliest-finish placement, tail hedging.
 
@@ -309,6 +313,9 @@ class CostAwarePolicy(FifoPolicy):
         self._hedged: set[str] = set()
         self._losers: dict[str, list[str]] = {}
         self._can: dict[tuple[str, str], bool] = {}
+        self._scouts: set[str] = set()
+        self._top_speed = 1.0
+        self.learner = RunLearner(self.costs)
 
     # -- set-up ---------------------------------------------------------------
     def add_executor(self, name: str, slots: int, can_build: Callable[[Board], bool],
@@ -316,17 +323,31 @@ class CostAwarePolicy(FifoPolicy):
         """As FifoPolicy; ``speed`` None takes the machine's speed from the history."""
         if speed is None or speed <= 0:
             speed = self.costs.speed(name)
+        # Learn the machines' speeds only when none is known at all.
+        self.learner.learn_speeds = (speed == 1.0 and not self.costs.host_speed and all(
+            s.speed == 1.0 for s in self.executors.values()))
         super().add_executor(name, slots, can_build, speed=speed, now=now)
         for key in [k for k in self._can if k[0] == name]:
             del self._can[key]
 
     def add_jobs(self, jobs: list[BuildJob]) -> None:
+        """Queue ``jobs`` longest-expected-first, scouts of uncharted groups before all.
+
+        A scout is the longest-expected board of a SoC (else CPU, else arch)
+        that no history covers: starting one of each early costs nothing
+        (early starts never lengthen a run) and is how the run learns soonest
+        which unknown SoCs are the heavy ones (see :mod:`buildfleet.fleet.dispatch.refit`).
+        """
         for job in jobs:
             target = job.board.target
             self._cost[target] = self.costs.job_cost(job)
             self._seq[target] = len(self._seq)
             self.jobs[target] = JobState(job)
         self.pending = sorted(set(self.pending) | {j.board.target for j in jobs}, key=self._key)
+        self._scouts |= self.learner.scouts(
+            self.pending, {t: self.jobs[t].job.board for t in self.pending})
+        if self._scouts:
+            self.pending.sort(key=self._key)
 
     # -- queries --------------------------------------------------------------
     def buildable_by(self, name: str, target: str) -> bool:
@@ -353,6 +374,7 @@ class CostAwarePolicy(FifoPolicy):
         self._tick(now)
         if not self.usable(name) or not self.pending:
             return None
+        self._refit(now)
         if self._fastest(name):
             # The plan below would give it the first board it can build: its
             # first slot is free now, nobody else's is earlier, nobody is faster.
@@ -363,7 +385,10 @@ class CostAwarePolicy(FifoPolicy):
             return None
         plan = self._slot_plan(now, asker=name)
         speeds = {n: s.speed for n, s in self.executors.items()}
+        self._top_speed = max(s.speed for s in self.executors.values() if not s.quarantined)
         for i, target in enumerate(self.pending):
+            if self._too_risky(name, target):
+                continue
             cost = self._cost[target]
             best: str | None = None
             best_end = 0.0
@@ -425,17 +450,62 @@ class CostAwarePolicy(FifoPolicy):
         return js.job
 
     def finished(self, name: str, target: str, now: float) -> bool:
-        """As FifoPolicy; on True, :meth:`losers` names the copies to cancel."""
+        """As FifoPolicy; on True, :meth:`losers` names the copies to cancel.
+
+        The winner's time also refits the cost model: boards still pending
+        that have no history of their own are estimated anew from the boards
+        of their SoC, CPU or arch that finished (see :meth:`_refit`).
+        """
         js = self.jobs.get(target)
         others = sorted(o for o in js.owners if o != name) if js is not None else []
+        start = self._started.get((name, target))
+        state = self.executors.get(name)
         won = super().finished(name, target, now)
         if won and others:
             self._losers[target] = others
+        if won and js is not None and start is not None and state is not None:
+            self.learner.finished(name, js.job.board, len(js.job.commits), now - start,
+                                  state.speed)
         return won
 
     # -- internals ------------------------------------------------------------
-    def _key(self, target: str) -> tuple[float, int]:
-        return (-self._cost.get(target, 1.0), self._seq.get(target, 0))
+    def _refit(self, now: float) -> None:
+        """Estimate the pending boards (and, on a cold fleet, the machines) anew."""
+        if not self.learner.due():
+            return
+        building = []
+        for (name, target), start in self._started.items():
+            state = self.executors.get(name)
+            if state is not None and now > start:
+                job = self.jobs[target].job
+                building.append((job.board, (now - start) * state.speed
+                                 / max(1, len(job.commits))))
+        for name, speed in self.learner.refit(building).items():
+            if name in self.executors:
+                self.executors[name].speed = speed
+        for target in self.pending:
+            self._cost[target] = self.costs.job_cost(self.jobs[target].job)
+        self.pending.sort(key=self._key)
+
+    def _too_risky(self, name: str, target: str) -> bool:
+        """True if ``name`` is slow and ``target``'s cost is a guess a faster one can take.
+
+        A board of a SoC nobody has measured yet may be ten times what its
+        prior says; on a machine at half speed that is twenty times, and it
+        becomes the tail of the run. So a machine slower than ``RISK_SPEED``
+        of the fastest usable one that can build it waits for the first
+        measurement of the board's group (finished, or overrunning).
+        """
+        speed = self.executors[name].speed
+        if speed >= RISK_SPEED * self._top_speed or self.costs.charted(self.jobs[target].job.board):
+            return False
+        return any(other != name and not state.quarantined
+                   and state.speed * RISK_SPEED > speed and self.buildable_by(other, target)
+                   for other, state in self.executors.items())
+
+    def _key(self, target: str) -> tuple[bool, float, int]:
+        return (target not in self._scouts, -self._cost.get(target, 1.0),
+                self._seq.get(target, 0))
 
     def _requeue(self, target: str) -> None:
         bisect.insort(self.pending, target, key=self._key)
