@@ -361,3 +361,42 @@ def test_load_history_of_missing_tree_is_empty(tmp_path: Path) -> None:
     m = load_history(tmp_path / "nothing")
     assert m.empty
     assert m.estimate(Board("x", "arm")) == 1.0
+
+
+
+# ---- the ETA of the live view ------------------------------------------------------------
+
+def test_eta_is_the_policy_plan_carried_to_the_last_board() -> None:
+    """Two executors, speeds 1 and 0.5: boards of 8, 6, 4 and 2 s planned longest first."""
+    from buildfleet.fleet.dispatch.eta import expected_remaining
+
+    policy = CostAwarePolicy(CostModel(board_seconds={"a": 8, "b": 6, "c": 4, "d": 2},
+                                       host_speed={"fast": 1.0, "slow": 0.5}))
+    policy.add_executor("fast", 1, anything, now=0.0)
+    policy.add_executor("slow", 1, anything, now=0.0)
+    policy.add_jobs([job(t) for t in "abcd"])
+    # a (8) on fast ends at 8; b (6) on slow would end at 12, on fast at 14: slow;
+    # c (4) on fast ends at 12; d (2) on fast ends at 14, on slow at 16: fast. Last: 14.
+    assert expected_remaining(policy, 0.0) == pytest.approx(14.0)
+    first = policy.take("fast", 0.0)
+    assert first is not None and first.board.target == "a"
+    assert expected_remaining(policy, 2.0) == pytest.approx(12.0)  # nothing changed but time
+    # a took 16 s instead of its estimated 8: the rest is expected to take twice as long too
+    assert policy.finished("fast", "a", 16.0)
+    eta = expected_remaining(policy, 16.0)
+    # at 16: b on fast (ends 22), c on slow (16 + 8 = 24), d on fast (24): 8 s, doubled
+    assert eta is not None and eta == pytest.approx(2 * 8.0)
+
+
+def test_eta_unknown_without_history_until_a_board_finished() -> None:
+    from buildfleet.fleet.dispatch.eta import expected_remaining
+
+    policy = CostAwarePolicy(CostModel())
+    policy.add_executor("local", 2, anything, now=0.0)
+    policy.add_jobs([job(t, commits=2) for t in "abc"])
+    assert expected_remaining(policy, 0.0) is None
+    for _ in range(2):
+        assert policy.take("local", 0.0) is not None
+    assert policy.finished("local", "a", 10.0)  # 10 s for an estimate of 2 (two commits)
+    eta = expected_remaining(policy, 10.0)
+    assert eta is not None and eta > 0

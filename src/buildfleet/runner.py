@@ -23,6 +23,7 @@ from typing import Any, Protocol, TextIO
 from buildfleet.build.builder import Builder
 from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.workspace import prepare_slots
+from buildfleet.fleet import status as phase
 from buildfleet.fleet.dispatch.costfile import CostData, update_cache
 from buildfleet.fleet.dispatch.costs import CostModel, scan_base
 from buildfleet.fleet.dispatch.costsources import run_costs, tree_id
@@ -31,8 +32,10 @@ from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
 from buildfleet.fleet.local import LOCAL, LocalExecutor
 from buildfleet.fleet.runlog import RunLog
+from buildfleet.fleet.status import FleetStatus, fleet_snapshot
 from buildfleet.model import Board, BuildJob, BuildResult, toolchain_error_result
 from buildfleet.plan import RunPlan, cpu_count, slot_root
+from buildfleet.results import fleet_view
 from buildfleet.results.manifest import MANIFEST_NAME, RunManifest, local_host
 from buildfleet.results.paths import build_dir
 from buildfleet.results.progress import Progress, RunCounts, completed_line
@@ -76,6 +79,7 @@ class RunContext:
     remote_executors: list[Any] = field(default_factory=list)
     costs: CostModel | None = None
     manifest: RunManifest | None = None
+    status: FleetStatus = field(default_factory=FleetStatus)
 
 
 RemoteStarter = Callable[[RunContext], Sequence[Executor]]
@@ -149,16 +153,25 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     executors: list[Executor] = []
     start = time.monotonic()
     try:
+        local = not args.no_local and bool(plan.todo)
+        if local:
+            ctx.status.set(LOCAL, phase.STARTING)
+        if start_remote is not None and not args.verbose:
+            _show_fleet(ctx, progress, counts)
         if start_remote is not None:
             executors += start_remote(ctx)
-        if not args.no_local and plan.todo:
+        if local:
             executors.append(_start_local(ctx, toolchains, progress.message,
                                           alone=start_remote is None))
+            ctx.status.set(LOCAL, phase.BUILDING)
+        if len(executors) > 1 and not args.verbose:
+            _show_fleet(ctx, progress, counts)
         progress.update()
         for ex in executors:
             ex.start()
-        _wait(executors)
+        _wait(executors, ctx.status)
     except KeyboardInterrupt:
+        progress.stop()  # a clean screen first: what follows is plain lines
         stop.set()
         pool.close()
         _run_closers(ctx)
@@ -188,6 +201,12 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     code = _close_run(plan, args, ctx, policy, counts, executors, elapsed, out)
     _finish_manifest(manifest, "completed", code, log)
     return code
+
+
+def _show_fleet(ctx: RunContext, progress: Progress, counts: RunCounts) -> None:
+    """Switch a terminal's progress to the fleet view (one line per machine)."""
+    pool, status = ctx.pool, ctx.status
+    progress.show_fleet(lambda: fleet_view.render(fleet_snapshot(status, pool, counts)))
 
 
 def start_manifest(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
@@ -323,8 +342,17 @@ def _run_closers(ctx: RunContext) -> None:
             ctx.stop.set()  # a second Ctrl-C: keep closing, the rest is bounded too
 
 
-def _wait(executors: list[Executor]) -> None:
-    """Wait for every executor; short joins so Ctrl-C is handled promptly."""
+def _wait(executors: list[Executor], status: FleetStatus) -> None:
+    """Wait for every executor; short joins so Ctrl-C is handled promptly.
+
+    An executor still marked building when it ends (the local slots) is done.
+    """
     pending = list(executors)
     while pending:
-        pending = [ex for ex in pending if not ex.join(JOIN_POLL)]
+        still = []
+        for ex in pending:
+            if not ex.join(JOIN_POLL):
+                still.append(ex)
+            elif status.phases().get(ex.name, ("",))[0] == phase.BUILDING:
+                status.set(ex.name, phase.DONE)
+        pending = still

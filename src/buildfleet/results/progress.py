@@ -11,15 +11,18 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
 PLAIN_INTERVAL = 10.0
-LIVE_REFRESH_HZ = 10.0
+# Redraws per second: enough to look live, few enough that a terminal (or an
+# SSH session to it) never lags and the boss spends nothing noticeable.
+LIVE_REFRESH_HZ = 4.0
 
 
 @dataclass
@@ -48,6 +51,10 @@ class RunCounts:
         else:
             self.per_host[host or "local"] += 1
 
+    def host_results(self) -> dict[str, int]:
+        """Results built in this run per machine (``local`` for the local slots)."""
+        return dict(self.per_host)
+
     def exit_code(self, ignore_warnings: bool = False) -> int:
         if self.failed:
             return 100
@@ -59,6 +66,28 @@ class RunCounts:
 def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _Display:
+    """What the live area shows: buildman's line, or the fleet view once it is on.
+
+    rich calls ``__rich__`` at each of its timed refreshes, so the fleet view
+    is built from a fresh snapshot a few times a second, whatever the rate of
+    results.
+    """
+
+    def __init__(self) -> None:
+        self.text = Text("")
+        self.fleet: Callable[[], RenderableType] | None = None
+
+    def __rich__(self) -> RenderableType:
+        fleet = self.fleet
+        if fleet is None:
+            return self.text
+        try:
+            return fleet()
+        except Exception:  # noqa: BLE001 - a display must never stop a run: show the line
+            return self.text
 
 
 class Progress:
@@ -73,13 +102,26 @@ class Progress:
         self._times: deque[float] = deque(maxlen=60)
         self._last_plain = 0.0
         self._live: Live | None = None
+        self._display = _Display()
         self._line = ""
         if self.tty:
             # Redrawn by rich's own thread a few times a second: results can
             # arrive thousands a second, far faster than a terminal can show.
-            self._live = Live(Text(""), console=Console(file=self.out), auto_refresh=True,
+            self._live = Live(self._display, console=Console(file=self.out), auto_refresh=True,
                               refresh_per_second=LIVE_REFRESH_HZ, transient=True)
             self._live.start()
+
+    def show_fleet(self, view: Callable[[], RenderableType]) -> bool:
+        """Draw ``view()`` (one line per machine and the run's line) instead of the one line.
+
+        Only on a terminal; False (nothing changes) otherwise, so logs and
+        pipes keep buildman's plain line.
+        """
+        with self._lock:
+            if self._live is None:
+                return False
+            self._display.fleet = view
+            return True
 
     def _eta(self, remaining: int) -> str:
         if len(self._times) < 2 or remaining <= 0:
@@ -112,6 +154,8 @@ class Progress:
             self._times.append(now)
             self._line = self.line(board, host)
             if self._live is not None:
+                if self._display.fleet is not None:
+                    return  # the fleet view pulls its own snapshot at each refresh
                 c = self.counts
                 text = Text()
                 text.append(f"{c.ok:5} ", style="green")
@@ -121,7 +165,7 @@ class Progress:
                 machines = self.machines_line()
                 if machines:
                     text.append("\n" + machines, style="cyan")
-                self._live.update(text, refresh=False)
+                self._display.text = text
             elif now - self._last_plain >= PLAIN_INTERVAL:
                 self._last_plain = now
                 machines = self.machines_line()

@@ -468,6 +468,14 @@ class CostAwarePolicy(FifoPolicy):
                                   state.speed)
         return won
 
+    def cost_of(self, target: str) -> float:
+        """The expected seconds of ``target`` on a speed-1.0 executor."""
+        return self._cost.get(target, 1.0)
+
+    def slot_plan(self, now: float) -> dict[str, list[float]]:
+        """Per usable executor, a heap of the times its slots become free."""
+        return self._slot_plan(now, asker="")
+
     # -- internals ------------------------------------------------------------
     def _refit(self, now: float) -> None:
         """Estimate the pending boards (and, on a cold fleet, the machines) anew."""

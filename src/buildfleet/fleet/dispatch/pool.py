@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from buildfleet.fleet.dispatch.eta import expected_remaining
 from buildfleet.fleet.dispatch.policy import CostAwarePolicy, FifoPolicy
 from buildfleet.model import Board, BuildJob
 
@@ -115,6 +116,20 @@ class JobPool:
     def all_done(self) -> bool:
         with self._cond:
             return self.policy.all_done()
+
+    def view(self, now: float) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
+        """Boards in flight per executor (sorted) and its slots, for the live view."""
+        with self._cond:
+            executors = self.policy.executors
+            return ({n: tuple(sorted(e.in_flight)) for n, e in executors.items()},
+                    {n: e.slots for n, e in executors.items()})
+
+    def eta(self, now: float) -> float | None:
+        """Seconds until every board is expected done (the cost model's plan), or None."""
+        with self._cond:
+            if isinstance(self.policy, CostAwarePolicy):
+                return expected_remaining(self.policy, now)
+            return None
 
     def close(self) -> None:
         with self._cond:

@@ -21,6 +21,7 @@ from typing import Any
 
 from buildfleet import __version__, gitutil
 from buildfleet.build.failure import infra_line
+from buildfleet.fleet import status as phase
 from buildfleet.fleet.machines import ship
 from buildfleet.fleet.machines.probe import MachineStatus, probe_machines
 from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR, MachinesError, select_machines
@@ -47,6 +48,13 @@ DONE_SECONDS = 120.0
 RESTART_DELAY = 1.0
 # A worker that gives up this many boards for infrastructure reasons is lost.
 INFRA_FAILURES_PER_WORKER = 2
+
+
+def report_phase(ctx: Any, name: str, state: str, detail: str = "") -> None:
+    """Tell the live view what machine ``name`` is doing (if the run has a view)."""
+    status = getattr(ctx, "status", None)
+    if status is not None:
+        status.set(name, state, detail)
 
 
 def _summarise(msg: dict[str, Any]) -> str:
@@ -114,9 +122,11 @@ class RemoteExecutor:
         try:
             while not self._stopping():
                 if self._attempt():
+                    report_phase(self.ctx, self.name, phase.DONE)
                     return
                 self.failures += 1
                 if self.failures >= limit:
+                    report_phase(self.ctx, self.name, phase.QUARANTINED, self.failure)
                     if not self._stopping():
                         self.ctx.log(f"Quarantined {self.name} for the rest of the run "
                                      f"after {self.failures} failures")
@@ -141,9 +151,11 @@ class RemoteExecutor:
         self.failure = ""
         self.dispatcher = None
         try:
+            report_phase(self.ctx, self.name, phase.STARTING)
             session = self._start_up()
             if self._stopping():
                 return True
+            report_phase(self.ctx, self.name, phase.PREPARING)
             archs = self._configure(session)
             max_boards = self.status.max_boards
             self._prepare(session, max_boards)
@@ -158,6 +170,7 @@ class RemoteExecutor:
             self.dispatcher.stats = self.stats
             pool.register(self.name, max_boards, can_build, cancel=self.dispatcher.cancel,
                           speed=self.ctx.costs.speed(self.name) if self.ctx.costs else None)
+            report_phase(self.ctx, self.name, phase.BUILDING)
             self.dispatcher.run()
             self.dispatcher.close_busy()
             if not self._stopping():
@@ -167,6 +180,7 @@ class RemoteExecutor:
             return True
         except (WorkerLost, ship.ShipError, ChannelError, gitutil.GitError, OSError) as exc:
             self.failure = str(exc) or type(exc).__name__
+            report_phase(self.ctx, self.name, phase.LOST, self.failure)
             if not self._stopping():
                 # Boards in flight were tried here: that counts towards their retry limit.
                 in_flight = sorted(self.dispatcher.in_flight) if self.dispatcher else []
@@ -218,6 +232,7 @@ class RemoteExecutor:
         git_dir = str(setup.get("git_dir") or "")
         if not git_dir.startswith("/"):
             raise WorkerLost(f"setup_done without an absolute git_dir: {git_dir!r}")
+        report_phase(self.ctx, self.name, phase.PUSHING)
         self._push(git_dir)
         return session
 
@@ -344,12 +359,15 @@ def remote_starter(settings: Settings) -> Callable[[Any], list[RemoteExecutor]]:
                 session.close()
 
         ctx.closers.append(close_all)
+        for m in machines:
+            report_phase(ctx, m.name, phase.PROBING)
         statuses = probe_machines(machines, session, progress=ctx.log)
         available = []
         for status in statuses:
             if status.available:
                 available.append(status)
             else:
+                report_phase(ctx, status.name, phase.UNAVAILABLE, status.reason)
                 ctx.log(f"  {status.name}: unavailable: {status.reason}")
         if not available:
             if args.no_local:
