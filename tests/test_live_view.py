@@ -70,6 +70,9 @@ def run_in_pty(argv: list[str], cwd: Path, interrupt_when: Callable[[list[str]],
     def make_controlling_tty() -> None:
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        # Ctrl-C must reach the command even if this test runs with SIGINT
+        # ignored (as a shell's background job does): a user's terminal has it.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     proc = subprocess.Popen([sys.executable, "-m", "buildfleet", *argv], cwd=cwd, env=env,
                             stdin=slave, stdout=slave, stderr=slave, close_fds=True,
@@ -198,11 +201,15 @@ def test_fleet_view_lines_per_machine(setup: Setup) -> None:
 
 
 def test_ctrl_c_leaves_a_clean_screen(setup: Setup) -> None:
-    def building(screen: list[str]) -> bool:
-        return any(state == "building" and "results" in rest
-                   for state, rest in machine_lines(screen).values())
+    def half_way(screen: list[str]) -> bool:
+        """Remote machines building and at most half of the results done."""
+        progress = run_line(screen)
+        lines = machine_lines(screen)
+        return (progress is not None and 0 < int(progress.group(1)) <= int(progress.group(2)) // 2
+                and all(lines.get(n, ("",))[0] == "building" for n in setup.names))
 
-    run = run_in_pty(setup.argv("ctrlc"), setup.tree.path, interrupt_when=building)
+    run = run_in_pty(setup.argv("ctrlc"), setup.tree.path, interrupt_when=half_way)
+    assert any(half_way(s) for s in run.screens), "never saw the run half-way"
     assert run.rc == 130, run.raw[-3000:]
     assert not machine_lines(run.final) and run_line(run.final) is None, run.final
     assert any("Interrupted" in line for line in run.final), run.final

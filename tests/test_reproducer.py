@@ -180,7 +180,9 @@ def test_interrupted_run_leaves_a_manifest(built: Built, tmp_path: Path) -> None
                              ",".join(BOARDS), "-o", str(out), "-T1",
                              "-G", str(settings_file(tmp_path))],
                             cwd=built.tree.path, env=bf_env(), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal, even if the tests run with SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not manifest.exists() and proc.poll() is None and time.monotonic() < deadline:
