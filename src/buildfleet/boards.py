@@ -99,8 +99,11 @@ def _preprocess(src_dir: Path, defconfig: Path) -> str | None:
     return tmp
 
 
-def _scan_chunk(src_dir: str, paths: list[str], check_targets: bool) -> list[ScannedConfig]:
-    """Load Kconfig once, then each defconfig of the chunk (runs in a worker)."""
+def _scan_chunk(src_dir: str, paths: list[str], check_targets: bool,
+                extra: tuple[str, ...] = ()) -> list[ScannedConfig]:
+    """Load Kconfig once, then each defconfig of the chunk (runs in a worker).
+
+    ``extra`` names more symbols whose values to return (``-X`` conditions)."""
     import kconfiglib
 
     os.environ.update(_kconfig_env(Path(src_dir)))
@@ -119,7 +122,7 @@ def _scan_chunk(src_dir: str, paths: list[str], check_targets: bool) -> list[Sca
             if tmp:
                 os.unlink(tmp)
         values = {name: kconf.syms[name].str_value if name in kconf.syms else ""
-                  for name in SYS_SYMBOLS}
+                  for name in SYS_SYMBOLS + extra}
         if "RISCV" in kconf.syms or "ARCH_RV32I" in kconf.syms:
             values["ARCH_RV32I"] = (kconf.syms["ARCH_RV32I"].str_value
                                     if "ARCH_RV32I" in kconf.syms else "n")
@@ -149,8 +152,10 @@ def _fix_arch(values: dict[str, str]) -> str:
     return arch
 
 
-def _scan_configs(src_dir: Path, jobs: int | None, check_targets: bool) -> list[ScannedConfig]:
-    paths = [str(p) for p in _defconfigs(src_dir)]
+def _scan_configs(src_dir: Path, jobs: int | None, check_targets: bool,
+                  paths: list[str] | None = None, extra: tuple[str, ...] = ()
+                  ) -> list[ScannedConfig]:
+    paths = [str(p) for p in _defconfigs(src_dir)] if paths is None else paths
     if not paths:
         return []
     jobs = max(1, jobs or os.cpu_count() or 1)
@@ -158,7 +163,7 @@ def _scan_configs(src_dir: Path, jobs: int | None, check_targets: bool) -> list[
         # In-process, but kconfiglib reads its settings from os.environ: restore it.
         saved = {key: os.environ.get(key) for key in _kconfig_env(src_dir)}
         try:
-            return _scan_chunk(str(src_dir), paths, check_targets)
+            return _scan_chunk(str(src_dir), paths, check_targets, extra)
         finally:
             for key, val in saved.items():
                 if val is None:
@@ -168,7 +173,7 @@ def _scan_configs(src_dir: Path, jobs: int | None, check_targets: bool) -> list[
     chunks = [paths[i::jobs] for i in range(jobs) if paths[i::jobs]]
     results: list[ScannedConfig] = []
     with concurrent.futures.ProcessPoolExecutor(max_workers=len(chunks)) as pool:
-        futures = [pool.submit(_scan_chunk, str(src_dir), chunk, check_targets)
+        futures = [pool.submit(_scan_chunk, str(src_dir), chunk, check_targets, extra)
                    for chunk in chunks]
         for fut in futures:
             results.extend(fut.result())

@@ -69,15 +69,12 @@ def _check_usage(args: argparse.Namespace) -> None:
     if args.config_only and args.target:
         raise UsageError("--config-only cannot be used with --target")
     if args.work_in_output:
-        raise UsageError("-w (work in output) is not supported by buildfleet yet")
-    if args.extend:
-        raise UsageError("-X (extended boards) is not supported by buildfleet yet")
-    if args.adjust_cfg or args.fragments:
-        raise UsageError("-a/--adjust-cfg and --fragments are not supported by buildfleet yet")
-    if args.dtc_skip:
-        raise UsageError("--dtc-skip is not supported by buildfleet yet")
-    if args.process_limit:
-        raise UsageError("--process-limit is not supported by buildfleet yet")
+        if args.output_dir is None and not args.in_tree:
+            raise UsageError("-w requires that you specify -o")
+        if args.dist:
+            raise UsageError("-w builds in a local directory: it cannot be used with --dist")
+    if args.process_limit < 0:
+        raise UsageError("--process-limit must be 0 (no limit) or more")
 
 
 def _setup_demo(args: argparse.Namespace) -> None:
@@ -151,7 +148,9 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
     if not (src_dir / "Kconfig").is_file() and not (src_dir / "configs").is_dir():
         raise UsageError(f"{src_dir} does not look like a U-Boot tree (no Kconfig or configs/); "
                          "try 'buildfleet --demo'")
-    output_dir = Path(args.output_dir)
+    output_dir = Path(args.output_dir or "..")
+    if args.work_in_output and args.output_dir is None:
+        output_dir = src_dir  # -wi: build and leave the result in the tree itself
     if not output_dir.is_absolute():
         output_dir = (Path.cwd() / output_dir).resolve()
     if args.maintainer_check or args.full_check or args.regen_board_list:
@@ -175,14 +174,30 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         print("\n".join(dry_run_lines(plan, args.verbose)))
         return 0
-    if plan.branch is not None:
+    if args.dtc_skip and not args.no_local:
+        from buildfleet.build.builder import find_dtc
+        if find_dtc(dict(os.environ)) is None:
+            raise UsageError("--dtc-skip: Cannot find dtc")
+    if plan.branch is not None and not plan.work_in_output:
         remove_old_commit_dirs(plan.base, plan.all_commits)
+    if plan.readjusted:
+        print(f"Rebuilding {plan.readjusted} results built with other -a/--fragments")
+    if args.process_limit:
+        from buildfleet.process_limit import wait_for_turn
+        turn = wait_for_turn(args.process_limit)
+        plan_closers = [turn.release]
+    else:
+        plan_closers = []
     start_remote = None
     if args.dist:
         from buildfleet.fleet.remote.boss import remote_starter
         start_remote = remote_starter(settings)
     from buildfleet.runner import run_plan
-    code = run_plan(plan, args, toolchains, start_remote)
+    try:
+        code = run_plan(plan, args, toolchains, start_remote)
+    finally:
+        for release in plan_closers:
+            release()
     _reports(args, plan)
     if args.build_summary:
         _summary(args, plan, header=False)

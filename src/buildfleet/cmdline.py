@@ -22,7 +22,8 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     g.add_argument("-x", "--exclude", action="append", default=[], metavar="LIST",
                    help="comma-separated terms whose boards are left out")
     g.add_argument("-X", "--extend", action="store_true",
-                   help="also build extended boards from configs/*.buildman (not supported)")
+                   help="also build the extended boards of configs/*.buildman (named "
+                   "'<name>,<base target>')")
     g.add_argument("-R", "--regen-board-list", metavar="FILE",
                    help="write the board list to FILE ('-' for the default) and exit")
     g.add_argument("--maintainer-check", action="store_true",
@@ -65,13 +66,14 @@ def _add_build(p: argparse.ArgumentParser) -> None:
     g.add_argument("-k", "--keep-outputs", action="store_true",
                    help="copy the binaries into each result directory")
     g.add_argument("-w", "--work-in-output", action="store_true",
-                   help="build in the output directory (one board, one commit, needs -o)")
+                   help="build in the output directory itself (one board, one commit; needs -o "
+                   "unless -i)")
     g.add_argument("-i", "--in-tree", action="store_true", help="build in the source tree (no O=)")
     g.add_argument("-P", "--per-board-out-dir", action="store_true",
                    help="one O= directory per board instead of per slot")
     g.add_argument("-N", "--no-subdirs", action="store_true",
                    help="no branch or 'current' subdirectory in the output directory")
-    g.add_argument("-o", "--output-dir", default="..", help="base of all output (default: ..)")
+    g.add_argument("-o", "--output-dir", default=None, help="base of all output (default: ..)")
     g.add_argument("-g", "--git", default=".", help="directory holding the git repository")
     g.add_argument("-E", "--warnings-as-errors", action="store_true",
                    help="treat compiler warnings as errors (KCFLAGS=-Werror)")
@@ -85,15 +87,20 @@ def _add_build(p: argparse.ArgumentParser) -> None:
     g.add_argument("-V", "--verbose-build", action="store_true",
                    help="run make with V=1 and keep the commands in 'log'")
     g.add_argument("-a", "--adjust-cfg", action="append", default=[], metavar="CFG",
-                   help="change a Kconfig option before building (not supported yet)")
-    g.add_argument("--fragments", help="config fragments to add after the defconfig")
-    g.add_argument("--dtc-skip", action="store_true", help="use the system dtc")
+                   help="change Kconfig options before building, then check they held: X, ~X, "
+                   "X=val, X=\"str\", with or without CONFIG_; comma lists; repeatable")
+    g.add_argument("--fragments", metavar="LIST",
+                   help="comma-separated config fragments (e.g. acpi.config) for make "
+                   "after the defconfig")
+    g.add_argument("--dtc-skip", action="store_true",
+                   help="use the system dtc (DTC=<path>) instead of building one")
     g.add_argument("-O", "--override-toolchain", metavar="CC",
                    help="compiler for sandbox builds (HOSTCC=CC CC=CC)")
     g.add_argument("-p", "--full-path", action="store_true",
                    help="full path in CROSS_COMPILE, PATH left alone")
     g.add_argument("--process-limit", type=int, default=0,
-                   help="wait until fewer than N buildfleet runs are active")
+                   metavar="N", help="first wait until fewer than N buildfleet runs with "
+                   "--process-limit are active on this machine")
     g.add_argument("-n", "--dry-run", action="store_true",
                    help="say what would be built, build nothing")
     g.add_argument("--demo", nargs="?", const="", default=None, metavar="DIR",

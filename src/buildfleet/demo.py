@@ -35,8 +35,10 @@ from buildfleet.demo_sources import (
     arch_dir,
     board_header,
     board_source_c,
+    buildman_file,
     defconfig_text,
     feature_x_c,
+    fragment_files,
     kconfig_arch,
     kconfig_board,
     kconfig_name,
@@ -183,7 +185,7 @@ def _write(root: Path, files: dict[str, str]) -> None:
 # common C sources), shipped as package data under ``demo_template/``.
 TEMPLATE_FILES = ("Makefile", "scripts/kconfig/conf.py", "include/demo.h", "common/main.c",
                   "common/spl.c", "common/version.c", "drivers/serial.c", "env/common.c",
-                  "tools/envcrc.c", "arch/u-boot-pie.lds")
+                  "tools/envcrc.c", "arch/u-boot-pie.lds", "drivers/demo_turbo.c")
 
 
 def _template(rel: str) -> str:
@@ -200,6 +202,8 @@ def _base_files(boards: list[DemoBoard]) -> dict[str, str]:
         "README": "A small U-Boot-like tree made by buildfleet.demo for tests and demos.\n",
         "common/feature_x.c": feature_x_c(False),
         "drivers/demo_table.c": table_c(BASE_TABLE),
+        "configs/demo.buildman": buildman_file(),
+        **fragment_files(),
     })
     by_arch: dict[str, list[DemoBoard]] = {}
     for brd in boards:

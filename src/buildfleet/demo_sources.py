@@ -165,6 +165,23 @@ config DEMO_TABLE
 config DEMO_FEATURE_X
 \tbool "Feature X"
 
+config DEMO_TURBO
+\tbool "Turbo lookups (a cache in front of the lookup table)"
+\tdepends on DEMO_TABLE
+\thelp
+\t  Needs the lookup table driver: on a board without it this cannot be
+\t  enabled, so an adjustment asking for it does not hold there.
+
+config DEMO_TURBO_SLOTS
+\tint "Turbo cache slots"
+\tdepends on DEMO_TURBO
+\tdefault 4
+
+config DEMO_TURBO_NAME
+\tstring "Turbo cache name"
+\tdepends on DEMO_TURBO
+\tdefault "turbo"
+
 endmenu
 
 osource "arch/*/Kconfig"
@@ -302,3 +319,34 @@ def maintainers_board(brd: DemoBoard) -> str:
 
 
 # ---- writing ----------------------------------------------------------------
+
+
+TURBO_FRAGMENT = "turbo"
+"""The -X fragment (``configs/turbo.config``) and the --fragments one (``turbo.config``)."""
+
+
+def buildman_file() -> str:
+    """``configs/demo.buildman``: one extended board per table board of acme and initech."""
+    return f"""\
+# Boards with the lookup table, built again with the turbo cache
+name: {TURBO_FRAGMENT}
+desc: Table boards with the turbo cache (configs/{TURBO_FRAGMENT}.config)
+fragment: {TURBO_FRAGMENT}
+targets:
+  acme*
+  initech*
+  CONFIG_DEMO_TABLE=y
+"""
+
+
+def fragment_files() -> dict[str, str]:
+    """Two fragments of one name, as in U-Boot: make's (under board/) and -X's (configs/).
+
+    ``make b_defconfig turbo.config`` finds the one under ``board/``; a
+    ``.buildman`` file's ``fragment: turbo`` means ``configs/turbo.config``.
+    They differ in the cache size, so a test can tell which was used.
+    """
+    return {
+        f"configs/{TURBO_FRAGMENT}.config": "CONFIG_DEMO_TURBO=y\nCONFIG_DEMO_TURBO_SLOTS=8\n",
+        f"board/common/configs/{TURBO_FRAGMENT}.config": "CONFIG_DEMO_TURBO=y\n",
+    }

@@ -27,6 +27,15 @@ class Board:
     config_name: str = ""
     status: str = ""
     maintainers: tuple[str, ...] = ()
+    # An extended board (-X, configs/*.buildman): the board it is made from and
+    # the fragments (configs/<name>.config) laid over that board's defconfig.
+    base_target: str = ""
+    fragments: tuple[str, ...] = ()
+
+    @property
+    def defconfig(self) -> str:
+        """The defconfig's name without ``_defconfig`` (the base board's, if extended)."""
+        return self.base_target or self.target
 
     def properties(self) -> tuple[str, ...]:
         """The fields a selection term is matched against (buildman's order)."""
@@ -76,9 +85,21 @@ class BuildFlags:
     override_toolchain: str | None = None
     make_target: str | None = None
     make_flags: dict[str, list[str]] = field(default_factory=dict)
+    adjust_cfg: tuple[str, ...] = ()   # canonical -a items: CONFIG_X=val, ~CONFIG_X
+    fragments: tuple[str, ...] = ()    # --fragments: make targets after the defconfig
+    dtc_skip: bool = False             # --dtc-skip: DTC=<the machine's own dtc>
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def adjust_record(self) -> str:
+        """Text of the ``adjust-cfg`` result file ('' when neither -a nor --fragments).
+
+        One line per item, ``fragment NAME`` lines first: what a result was
+        built with, so a later run with other adjustments rebuilds it.
+        """
+        lines = [f"fragment {f}" for f in self.fragments] + list(self.adjust_cfg)
+        return "".join(f"{line}\n" for line in lines)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildFlags:
@@ -92,6 +113,11 @@ class BuildFlags:
                 if not isinstance(value, dict):
                     raise ValueError("make_flags must be an object")
                 kwargs[key] = {str(k): [str(a) for a in v] for k, v in value.items()}
+            elif key in ("adjust_cfg", "fragments"):
+                if not isinstance(value, list | tuple) or not all(
+                        isinstance(v, str) for v in value):
+                    raise ValueError(f"{key} must be a list of strings")
+                kwargs[key] = tuple(value)
             elif key in ("override_toolchain", "make_target"):
                 if value is not None and not isinstance(value, str):
                     raise ValueError(f"{key} must be a string or null")

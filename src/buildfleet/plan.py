@@ -17,10 +17,12 @@ from pathlib import Path
 
 from buildfleet import boards as boards_mod
 from buildfleet import gitutil
+from buildfleet.build.adjust import ADJUST_RECORD, AdjustError, parse_adjust_args
 from buildfleet.errors import UserError
 from buildfleet.model import Board, BuildFlags, BuildJob, Commit
 from buildfleet.results.paths import (
     base_dir,
+    branch_dir_name,
     build_dir,
     commit_dir_name,
     is_commit_dir,
@@ -56,6 +58,12 @@ class RunPlan:
     flags: BuildFlags
     todo: list[BuildJob] = field(default_factory=list)
     previous: list[Previous] = field(default_factory=list)
+    work_in_output: bool = False   # -w: the one result lives in ``base`` itself, O= too
+    readjusted: int = 0            # results rebuilt because -a/--fragments changed
+
+    def result_dir(self, commit: Commit, target: str) -> Path:
+        """Where a board's result at ``commit`` lives."""
+        return self.base if self.work_in_output else build_dir(self.base, commit, target)
 
     @property
     def boards(self) -> list[Board]:
@@ -98,7 +106,25 @@ def resolve_allow_missing(args: argparse.Namespace, settings: Settings, nboards:
             or ("branch" in policy and bool(args.branch)))
 
 
+def split_list(items: list[str] | str | None) -> tuple[str, ...]:
+    """Comma lists (one string, or a repeated option's strings) as one tuple."""
+    if not items:
+        return ()
+    if isinstance(items, str):
+        items = [items]
+    return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
+
+
 def build_flags(args: argparse.Namespace, settings: Settings, selected: list[Board]) -> BuildFlags:
+    try:
+        adjustments = tuple(a.text for a in parse_adjust_args(args.adjust_cfg))
+    except AdjustError as exc:
+        raise PlanError(str(exc)) from None
+    fragments = split_list(args.fragments)
+    for frag in fragments:
+        if not frag.endswith(".config") or "/" in frag:
+            raise PlanError(f"--fragments: {frag!r} is not a fragment name like "
+                            "'acpi.config' (make looks it up by name)")
     make_flags = {}
     for board in selected:
         extra = settings.make_flags_for(board.target)
@@ -123,6 +149,9 @@ def build_flags(args: argparse.Namespace, settings: Settings, selected: list[Boa
         override_toolchain=args.override_toolchain,
         make_target=args.target,
         make_flags=make_flags,
+        adjust_cfg=adjustments,
+        fragments=fragments,
+        dtc_skip=args.dtc_skip,
     )
 
 
@@ -142,9 +171,16 @@ def select(args: argparse.Namespace, all_boards: list[Board]) -> boards_mod.Sele
 
 
 def load_boards(args: argparse.Namespace, src_dir: Path, base: Path) -> list[Board]:
+    """boards.cfg's boards, plus (``-X``) the extended boards of configs/*.buildman."""
     cfg = base / "boards.cfg"
-    return boards_mod.ensure_boards_cfg(src_dir, cfg, jobs=args.threads or None,
-                                        verbose=args.verbose)
+    boards = boards_mod.ensure_boards_cfg(src_dir, cfg, jobs=args.threads or None,
+                                          verbose=args.verbose)
+    if args.extend:
+        from buildfleet.extended import extended_boards
+
+        boards = boards + extended_boards(src_dir, boards, base, jobs=args.threads or None,
+                                          warn=boards_mod._to_stderr)
+    return boards
 
 
 def commits_for(args: argparse.Namespace, src_dir: Path) -> tuple[list[Commit], list[Commit]]:
@@ -175,8 +211,17 @@ def remove_old_commit_dirs(base: Path, commits: list[Commit],
     return len(stale)
 
 
+def recorded_adjustments(path: Path) -> str:
+    """The ``adjust-cfg`` record of a result ('' if none: built without -a/--fragments)."""
+    try:
+        return (path / ADJUST_RECORD).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 def needs_build(path: Path, flags: BuildFlags, force_failures: bool,
                 current_source: bool) -> tuple[bool, int | None]:
+    """(build it?, the previous return code if it stays). See :func:`readjusted`."""
     if current_source or flags.force_build:
         return True, None
     rc = read_done(path)
@@ -184,16 +229,37 @@ def needs_build(path: Path, flags: BuildFlags, force_failures: bool,
         return True, None
     if force_failures and (rc != 0 or (path / "err").is_file()):
         return True, rc
+    if readjusted(path, flags):
+        return True, None
     return False, rc
+
+
+def readjusted(path: Path, flags: BuildFlags) -> bool:
+    """Was the result at ``path`` built with other -a/--fragments than this run's?
+
+    The output directory's name does not say (buildman's: relaunching with
+    another -a silently keeps the old results), so each result records them.
+    """
+    return recorded_adjustments(path) != flags.adjust_record()
 
 
 def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
               output_dir: Path) -> RunPlan:
     all_commits, commits = commits_for(args, src_dir)
-    base = base_dir(output_dir, args.branch, args.no_subdirs)
+    if args.work_in_output:
+        # -w: the output directory is the build directory (no 'current' level).
+        base = (output_dir / branch_dir_name(args.branch) if args.branch and not args.no_subdirs
+                else output_dir)
+    else:
+        base = base_dir(output_dir, args.branch, args.no_subdirs)
     all_boards = load_boards(args, src_dir, base)
     selection = select(args, all_boards)
     nboards = len(selection.boards)
+    if args.work_in_output:
+        if nboards != 1:
+            raise PlanError("-w can only be used with a single board")
+        if len(commits) != 1:
+            raise PlanError("-w can only be used with a single commit")
     cpus = cpu_count()
     threads = args.threads if args.threads is not None else min(cpus, nboards)
     threads = max(1, threads)
@@ -201,13 +267,17 @@ def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
     flags = build_flags(args, settings, selection.boards)
     git_dir = None if args.branch is None else gitutil.git_dir(src_dir)
     plan = RunPlan(src_dir, git_dir, args.branch, all_commits, commits, selection, base,
-                   threads, jobs, args.jobs is not None, flags)
+                   threads, jobs, args.jobs is not None, flags,
+                   work_in_output=args.work_in_output)
     for board in selection.boards:
         todo = []
         for commit in commits:
-            path = build_dir(base, commit, board.target)
+            path = plan.result_dir(commit, board.target)
             build, rc = needs_build(path, flags, args.force_build_failures, plan.current_source)
             if build:
+                if (not plan.current_source and not flags.force_build
+                        and read_done(path) is not None and readjusted(path, flags)):
+                    plan.readjusted += 1
                 todo.append(commit)
             elif rc is not None:
                 plan.previous.append(Previous(board.target, commit.sequence, rc,

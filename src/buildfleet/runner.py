@@ -37,7 +37,6 @@ from buildfleet.model import Board, BuildJob, BuildResult, toolchain_error_resul
 from buildfleet.plan import RunPlan, cpu_count, slot_root
 from buildfleet.results import fleet_view
 from buildfleet.results.manifest import MANIFEST_NAME, RunManifest, local_host
-from buildfleet.results.paths import build_dir
 from buildfleet.results.progress import Progress, RunCounts, completed_line
 from buildfleet.results.reader import read_result
 from buildfleet.results.summary import SummaryOptions, format_board_result
@@ -113,7 +112,7 @@ def verbose_printer(plan: RunPlan, args: argparse.Namespace, log: Callable[[str]
         if result.return_code == 0 and not result.stderr:
             return  # clean results would only repeat their commit's header
         commit = commits[result.sequence]
-        stored = read_result(build_dir(plan.base, commit, result.target),
+        stored = read_result(plan.result_dir(commit, result.target),
                              func_sizes=False, config=False, environment=False)
         text = format_board_result(stored, boards[result.target], commit, opts, color,
                                    remote=result.host or None)
@@ -135,7 +134,8 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
                       lambda text: print(f"Warning: {text}", file=sys.stderr))
     policy = CostAwarePolicy(costs, hedging=not args.no_hedge)
     pool = JobPool(policy, list(plan.todo))
-    writer = ResultWriter(plan.base, plan.commits)
+    writer = ResultWriter(plan.base, plan.commits,
+                          in_place=plan.base if plan.work_in_output else None)
     verbose = args.verbose or plan.current_source
     on_written = (verbose_printer(plan, args, progress.message, progress.tty)
                   if verbose else None)
@@ -301,6 +301,9 @@ def _start_local(ctx: RunContext, toolchains: Toolchains,
     plan, args = ctx.plan, ctx.args
     nslots = min(plan.threads, len(plan.todo))
     slots = prepare_slots(plan.git_dir, plan.src_dir, local_slot_root(plan), nslots)
+    if plan.work_in_output:
+        for slot in slots:  # -w: make's O= is the output directory itself
+            slot.fixed_out = plan.base
     builder = Builder(plan.flags, toolchains, kconfig_check=not args.no_kconfig_check)
 
     archs = toolchains.archs()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -20,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildfleet import gitutil
-from buildfleet.build import capture
+from buildfleet.build import adjust, capture
 from buildfleet.build.makecmd import STALE_ELFS, build_targets, common_args
 from buildfleet.build.workspace import Slot, claim_out_dir, prepare_slots, wipe_out_dir
 from buildfleet.errors import BuildfleetError
 from buildfleet.model import (
+    Board,
     BuildFlags,
     BuildJob,
     BuildResult,
@@ -100,13 +102,24 @@ def forget_objects(out_dir: Path | None, source_dir: Path, stderr: str) -> None:
         (root / rel.with_suffix(".o")).unlink(missing_ok=True)
 
 
-def config_changed(changed: list[str], target: str) -> bool:
-    """Did Kconfig or this board's defconfig change between two commits?"""
+def config_changed(changed: list[str], board: Board, fragments: tuple[str, ...] = ()) -> bool:
+    """Did Kconfig, or a file this board's configuration reads, change between two commits?
+
+    That is its defconfig, its ``-X`` fragments (``configs/<name>.config``) and
+    any file named like a ``--fragments`` item (make finds those by name).
+    """
+    own = {f"configs/{board.defconfig}_defconfig"}
+    own.update(f"configs/{frag}.config" for frag in board.fragments)
     for name in changed:
         base = name.rsplit("/", 1)[-1]
-        if base.startswith("Kconfig") or name == f"configs/{target}_defconfig":
+        if base.startswith("Kconfig") or name in own or base in fragments:
             return True
     return False
+
+
+def find_dtc(env: dict[str, str]) -> str | None:
+    """``--dtc-skip``: the ``dtc`` on the build's PATH, or None."""
+    return shutil.which("dtc", path=env.get("PATH"))
 
 
 class Builder:
@@ -115,6 +128,8 @@ class Builder:
     def __init__(self, flags: BuildFlags, toolchains: Toolchains, host: str = "",
                  kconfig_check: bool = True) -> None:
         self.flags = flags
+        # Checked when the run starts (cli, worker configure): valid here.
+        self.adjustments = adjust.parse_adjust_args(flags.adjust_cfg)
         self.toolchains = toolchains
         self.host = host
         self.kconfig_check = kconfig_check
@@ -145,9 +160,20 @@ class Builder:
             return
         env = tc.make_env(os.environ, full_path=self.flags.full_path,
                           override_cc=self.flags.override_toolchain)
+        if self.flags.dtc_skip:
+            dtc = find_dtc(env)
+            if dtc is None:
+                for commit in job.commits:
+                    sink(BuildResult(board.target, commit.sequence, 1,
+                                     stderr="error: --dtc-skip: Cannot find dtc\n",
+                                     host=self.host))
+                return
+            env["DTC"] = dtc
         out_dir = None if self.flags.in_tree else slot.out_dir(board.target,
                                                               self.flags.per_board_out_dir)
-        if out_dir is not None:
+        if out_dir is not None and slot.fixed_out is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)  # -w: the user's directory, never wiped
+        elif out_dir is not None:
             if self.flags.force_build:
                 wipe_out_dir(out_dir, board.target)
             else:
@@ -163,14 +189,15 @@ class Builder:
             configure = need_config or self.flags.force_reconfig
             if (not configure and self.kconfig_check and previous and commit.hash
                     and config_changed(self.changed_files(slot.source_dir, previous,
-                                                          commit.hash), board.target)):
+                                                          commit.hash), board,
+                                       self.flags.fragments)):
                 configure = True
-            outcome = self._build_commit(board.target, slot, out_dir, env, make_jobs(),
+            outcome = self._build_commit(board, slot, out_dir, env, make_jobs(),
                                          configure, self.flags.mrproper, stop)
             if (outcome.return_code != 0 and not configure and not self.flags.quick
                     and not self.flags.mrproper):
                 mrproper = self.flags.fallback_mrproper
-                outcome = self._build_commit(board.target, slot, out_dir, env, make_jobs(),
+                outcome = self._build_commit(board, slot, out_dir, env, make_jobs(),
                                              True, mrproper, stop)
             need_config = outcome.return_code != 0
             if outcome.stderr:
@@ -179,19 +206,43 @@ class Builder:
             sink(self._result(board.target, commit, tc, env, out_dir or slot.source_dir,
                               outcome, time.monotonic() - start, slot))
 
-    def _build_commit(self, target: str, slot: Slot, out_dir: Path | None, env: dict[str, str],
+    def _adjustments(self, board: Board, slot: Slot) -> tuple[list[adjust.Adjustment], list[str]]:
+        """The board's ``-X`` fragments (read at this commit) then ``-a``: (adjustments, errors)."""
+        found: list[adjust.Adjustment] = []
+        errors: list[str] = []
+        for frag in board.fragments:
+            rel = f"configs/{frag}.config"
+            try:
+                text = (slot.source_dir / rel).read_text(encoding="utf-8", errors="replace")
+                found += adjust.parse_fragment(text, rel)
+            except OSError as exc:
+                errors.append(f"error: {rel}: cannot read the fragment of {board.target}: "
+                              f"{exc.strerror or exc}")
+            except adjust.AdjustError as exc:
+                errors.append(f"error: {exc}")
+        names = {a.name for a in self.adjustments}
+        found = [a for a in found if a.name not in names] + self.adjustments
+        return found, errors
+
+    def _build_commit(self, board: Board, slot: Slot, out_dir: Path | None, env: dict[str, str],
                       jobs: int, configure: bool, mrproper: bool,
                       stop: threading.Event) -> MakeOutcome:
-        args = common_args(self.flags, out_dir, jobs, target,
+        args = common_args(self.flags, out_dir, jobs, board.target,
                            slot.source_dir if slot.checkout else None)
         result = MakeOutcome()
         config_out = ""
+        obj = out_dir if out_dir is not None else slot.source_dir
+        wanted, errors = self._adjustments(board, slot)
 
         def make(extra: list[str]) -> tuple[int, str, str]:
             argv = ["make", *args, *extra]
             result.commands.append(shlex.join(argv))  # buildman's join, quoted where needed
             return run_make(argv, slot.source_dir, env, stop)
 
+        if errors:
+            result.return_code = 1
+            result.stderr = "".join(f"{line}\n" for line in errors)
+            return result
         if configure:
             if out_dir is not None:
                 for elf in STALE_ELFS:
@@ -200,10 +251,13 @@ class Builder:
                 rc, out, err = make(["mrproper"])
                 config_out += out
                 result.stderr += err
-            rc, out, err = make([f"{target}_defconfig"])
+            rc, out, err = make([f"{board.defconfig}_defconfig", *self.flags.fragments])
             config_out += out
             result.stderr += err
             result.return_code = rc
+            if rc == 0 and wanted:
+                rc, out = self._apply(wanted, obj, make, result)
+                config_out += out
         if result.return_code == 0:
             rc, out, err = make(build_targets(self.flags))
             result.return_code = rc
@@ -211,11 +265,51 @@ class Builder:
             result.stderr += err
             if rc == 2 and "Some images are invalid" in err:
                 result.return_code = 0
+            if wanted:
+                # make may have re-run Kconfig (an incremental build after a
+                # Kconfig change): the adjustments must still hold.
+                self._check(wanted, obj, result)
         if self.flags.verbose_build:
             result.stdout = config_out + "".join(c + "\n" for c in result.commands) + result.stdout
         prefix = f"{slot.source_dir}/"
         result.stderr = result.stderr.replace(prefix, "")
         return result
+
+    @staticmethod
+    def _check(wanted: list[adjust.Adjustment], obj: Path, result: MakeOutcome) -> None:
+        bad = adjust.check_config(obj / ".config", wanted)
+        if bad:
+            result.stderr += "".join(f"{line}\n" for line in bad)
+            result.return_code = result.return_code or 1
+
+    def _apply(self, wanted: list[adjust.Adjustment], obj: Path,
+               make: Callable[[list[str]], tuple[int, str, str]],
+               result: MakeOutcome) -> tuple[int, str]:
+        """Lay ``wanted`` over the board's minimal defconfig and let Kconfig resolve it.
+
+        Then check ``.config``: an adjustment that did not hold fails the board
+        (sets ``result.return_code``) before anything is built.
+        """
+        config_out = ""
+        rc, out, err = make(["savedefconfig"])
+        config_out += out
+        result.stderr += err
+        if rc == 0:
+            try:
+                minimal = (obj / "defconfig").read_text(encoding="utf-8", errors="replace")
+                merged = obj / adjust.ALLCONFIG
+                merged.write_text(adjust.merge_defconfig(minimal, wanted), encoding="utf-8")
+            except OSError as exc:
+                result.stderr += f"error: cannot merge the Kconfig adjustments: {exc}\n"
+                rc = 1
+        if rc == 0:
+            rc, out, err = make([f"KCONFIG_ALLCONFIG={obj / adjust.ALLCONFIG}", "alldefconfig"])
+            config_out += out
+            result.stderr += err
+        result.return_code = rc
+        if rc == 0:
+            self._check(wanted, obj, result)
+        return result.return_code, config_out
 
     def _result(self, target: str, commit: Commit, tc: Toolchain, env: dict[str, str],
                 out_dir: Path, outcome: MakeOutcome, duration: float, slot: Slot) -> BuildResult:
@@ -229,5 +323,8 @@ class Builder:
         files.update(capture.capture_configs(out_dir))
         if self.flags.keep_outputs:
             files.update(capture.capture_kept_outputs(out_dir))
+        record = self.flags.adjust_record()
+        if record:
+            files[adjust.ADJUST_RECORD] = record.encode()
         return BuildResult(target, commit.sequence, outcome.return_code, outcome.stdout,
                            outcome.stderr, duration, self.host, files)

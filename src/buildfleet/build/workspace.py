@@ -25,8 +25,11 @@ class Slot:
     source_dir: Path
     out_root: Path
     checkout: bool
+    fixed_out: Path | None = None   # -w: the O= directory whatever the board
 
     def out_dir(self, target: str, per_board: bool) -> Path:
+        if self.fixed_out is not None:
+            return self.fixed_out
         if per_board:
             return self.out_root.parent / target
         return self.out_root / "build"

@@ -32,7 +32,10 @@ Commands (boss -> worker)
                           slot, then ``build_prepare_done``.
 ``build_board``           ``board`` target, ``arch``; optional ``cpu``,
                           ``soc``, ``vendor``, ``board_name``, ``config_name``
-                          (target info) and ``commits`` [index, ...] (a subset
+                          (target info), ``base_target`` and ``fragments``
+                          [name, ...] (an extended board, ``-X``: built as
+                          ``base_target``'s defconfig with configs/<name>.config
+                          laid over it) and ``commits`` [index, ...] (a subset
                           of the prepared commits; default all). Replies
                           ``heartbeat`` {board, thread} at start and at least
                           every ``HEARTBEAT_INTERVAL`` s while building, then
@@ -108,6 +111,10 @@ def _is_index_list(value: Any) -> bool:
     return isinstance(value, list) and all(_is_int(v) and v >= 0 for v in value)
 
 
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def _is_positive_int(value: Any) -> bool:
     return _is_int(value) and value >= 1
 
@@ -127,6 +134,7 @@ _KINDS: dict[str, tuple[Check, str]] = {
     "str_map": (_is_str_map, "an object of strings"),
     "commits": (_is_commit_list, "a non-empty list of commit hashes (or null)"),
     "indices": (_is_index_list, "a list of integers >= 0"),
+    "str_list": (_is_str_list, "a list of strings"),
 }
 
 # cmd -> {field: (kind, required)}
@@ -137,6 +145,7 @@ COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
     "build_board": {
         "board": ("name", True), "arch": ("name", True), "commits": ("indices", False),
         **{f: ("str", False) for f in TARGET_INFO_FIELDS},
+        "base_target": ("str", False), "fragments": ("str_list", False),
     },
     "build_done": {},
     "cancel_board": {"board": ("name", True)},

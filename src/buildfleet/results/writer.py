@@ -58,8 +58,9 @@ class ResultWriter:
     copy of the same result can be compared without reading the tree back.
     """
 
-    def __init__(self, base: Path, commits: list[Commit]) -> None:
+    def __init__(self, base: Path, commits: list[Commit], in_place: Path | None = None) -> None:
         self.base = base
+        self.in_place = in_place
         self.commits = {c.sequence: c for c in commits}
         self._written: set[tuple[str, int]] = set()
         self._hashes: dict[tuple[str, int], tuple[bytes, str]] = {}
@@ -120,6 +121,8 @@ class ResultWriter:
             raise
 
     def _write(self, result: BuildResult) -> Path:
+        if self.in_place is not None:
+            return self._write_in_place(self.in_place, result)
         parent = self._commit_dir(result.sequence)
         final = os.path.join(parent, result.target)
         tmp = os.path.join(parent, f".{result.target}.tmp-{os.getpid()}-{threading.get_ident()}")
@@ -140,6 +143,19 @@ class ResultWriter:
             shutil.rmtree(final, ignore_errors=True)
             os.rename(tmp, final)
         return Path(final)
+
+    def _write_in_place(self, path: Path, result: BuildResult) -> Path:
+        """``-w``: the result's files go straight into ``path`` (the build's O=).
+
+        It cannot be renamed into place (make's objects live there), so ``done``
+        goes first (removed) and last (written): a half-written result never
+        looks finished.
+        """
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "done").unlink(missing_ok=True)
+        (path / "err").unlink(missing_ok=True)
+        self._fill(str(path), result)
+        return path
 
     @staticmethod
     def _fill(tmp: str, result: BuildResult, commit_hash: str | None) -> None:

@@ -163,6 +163,8 @@ class RemoteDispatcher:
                 "cpu": board.cpu, "soc": board.soc, "vendor": board.vendor,
                 "board_name": board.board_name, "config_name": board.config_name,
                 "commits": indices,
+                **({"base_target": board.base_target, "fragments": list(board.fragments)}
+                   if board.base_target else {}),
             })
             self.in_flight[board.target] = {c.sequence for c in job.commits}
             if self._busy_since is None:

@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from buildfleet.build.builder import Builder, Slot, prepare_slots
+from buildfleet.build.adjust import AdjustError, parse_adjust_args
+from buildfleet.build.builder import Builder, Slot, find_dtc, prepare_slots
 from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.slot_runner import SlotRunner
 from buildfleet.fleet.protocol import (
     HEARTBEAT_INTERVAL,
     MAX_COMMAND_LINE,
+    TARGET_INFO_FIELDS,
     ProtocolError,
     decode_command_line,
     error_reply,
@@ -254,6 +256,12 @@ class Worker:
         return True
 
     def _configure(self, flags: BuildFlags, hint: dict[str, str]) -> None:
+        try:
+            parse_adjust_args(flags.adjust_cfg)
+        except AdjustError as exc:
+            raise CommandError(f"configure: {exc}") from None
+        if flags.dtc_skip and find_dtc(dict(os.environ)) is None:
+            raise CommandError("configure: --dtc-skip: Cannot find dtc on this machine")
         tcs = load_toolchains(hint, self.log)
         self.flags = flags
         self.builder = Builder(flags, tcs, host=self.host)
@@ -325,9 +333,14 @@ class Worker:
                 raise CommandError(f"board {target}: commit indices must be 0.."
                                    f"{len(self.commits) - 1}, got {indices}")
             commits = tuple(self.commits[i] for i in sorted(set(indices)))
+        base_target = msg.get("base_target", "")
+        fragments = msg.get("fragments", [])
+        if base_target and not is_safe_name(base_target) or not all(
+                is_safe_name(f) for f in fragments):
+            raise CommandError(f"board {target}: bad base_target or fragments")
         board = Board(target=target, arch=msg["arch"],
-                      **{k: msg[k] for k in ("cpu", "soc", "vendor", "board_name",
-                                              "config_name") if k in msg})
+                      **{k: msg[k] for k in TARGET_INFO_FIELDS if k in msg},
+                      base_target=base_target, fragments=tuple(fragments))
         with self.lock:
             if target in self.running or any(j.board.target == target for j in self.pending):
                 raise CommandError(f"board {target} is already queued or building")

@@ -426,6 +426,23 @@ def write_outputs(objdir, symbols):
         os.replace(tmp, path)
 
 
+def merge_inputs(paths, srctree):
+    """The configs to load, #includes expanded, joined in order (a later line wins)."""
+    parts = []
+    for name in paths:
+        if not os.path.isfile(name):
+            sys.exit(f"*** Can't find default configuration \"{name}\"!")
+        path, tmp = preprocess(name, srctree)
+        try:
+            with open(path, encoding="utf-8") as inf:
+                text = inf.read()
+        finally:
+            if tmp:
+                os.unlink(tmp)
+        parts.append(text if text.endswith("\n") or not text else text + "\n")
+    return "".join(parts)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--srctree", required=True)
@@ -434,11 +451,13 @@ def main():
                         help="always use the built-in evaluator")
     parser.add_argument("--print", action="store_true",
                         help="print the symbols instead of writing files")
-    parser.add_argument("defconfig")
+    parser.add_argument("configs", nargs="+",
+                        help="defconfig, then fragments laid over it in order")
     args = parser.parse_args()
-    if not os.path.isfile(args.defconfig):
-        sys.exit(f"*** Can't find default configuration \"{args.defconfig}\"!")
-    path, tmp = preprocess(args.defconfig, args.srctree)
+    merged = merge_inputs(args.configs, args.srctree)
+    fd, path = tempfile.mkstemp(suffix="_defconfig")
+    with os.fdopen(fd, "w", encoding="utf-8") as outf:
+        outf.write(merged)
     try:
         symbols = None
         if not args.no_kconfiglib:
@@ -449,13 +468,15 @@ def main():
         if symbols is None:
             symbols = without_kconfiglib(args.srctree, path)
     finally:
-        if tmp:
-            os.unlink(tmp)
+        os.unlink(path)
     if args.print:
         for name, kind, val in symbols:
             print(f"{name} {kind} {val}")
         return
     write_outputs(args.objdir, symbols)
+    # What was loaded: "make savedefconfig" hands it back as the minimal config.
+    with open(os.path.join(args.objdir, ".config.input"), "w", encoding="utf-8") as outf:
+        outf.write(merged)
 
 
 if __name__ == "__main__":
