@@ -546,3 +546,25 @@ def test_build_prepare_refuses_commits_that_were_not_pushed(home: Path, tmp_path
         assert (tmp_path / "wd" / ".bm-work" / "00" / ".git").is_file()
     finally:
         ch.close()
+
+
+def test_configure_refuses_flags_this_machine_cannot_honour(home: Path) -> None:
+    """A bad -a or --fragments, or --dtc-skip without a dtc here: an error, never a build."""
+    path = os.pathsep.join(d for d in os.environ["PATH"].split(os.pathsep)
+                           if not (Path(d) / "dtc").exists())
+    env = {**os.environ, "HOME": str(home), "PATH": path}
+    ch = Channel(WORKER, env=env, cwd=home, name="worker")
+    try:
+        assert ch.recv(30)["resp"] == "ready"
+        for settings, text in [({"adjust_cfg": ["FOO BAR"]}, "-a/--adjust-cfg"),
+                               ({"fragments": ["-j9.config"]}, "bad --fragments"),
+                               ({"fragments": ["../x.config"]}, "bad --fragments"),
+                               ({"dtc_skip": True}, "Cannot find dtc on this machine")]:
+            ch.send({"cmd": "configure", "settings": settings})
+            reply = ch.recv(30)
+            assert reply["resp"] == "error" and text in reply["msg"], reply
+        ch.send({"cmd": "configure", "settings": {"adjust_cfg": ["CONFIG_X=1", "~Y"],
+                                                  "fragments": ["acpi.config"]}})
+        assert ch.recv(60)["resp"] == "configure_done"
+    finally:
+        ch.close()

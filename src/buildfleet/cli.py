@@ -184,7 +184,10 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Rebuilding {plan.readjusted} results built with other -a/--fragments")
     if args.process_limit:
         from buildfleet.process_limit import wait_for_turn
-        turn = wait_for_turn(args.process_limit)
+        try:
+            turn = wait_for_turn(args.process_limit)
+        except OSError as exc:
+            raise UsageError(f"--process-limit: {exc}") from None
         plan_closers = [turn.release]
     else:
         plan_closers = []

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from buildfleet import boards as boards_mod
+from buildfleet.build.adjust import same_value
 from buildfleet.model import Board
 
 VALUES_CACHE = ".buildfleet-kconfig-values.json"
@@ -138,14 +139,7 @@ def _matches(want: str, have: str) -> bool:
     """Does a condition's value hold for a kconfiglib ``str_value``?"""
     if want == "n":
         return have in ("n", "")
-    if len(want) >= 2 and want[0] == want[-1] == '"':
-        return have == want[1:-1]
-    if want == have:
-        return True
-    try:
-        return int(want, 0) == int(have, 0)
-    except ValueError:
-        return False
+    return same_value(want, have)
 
 
 class ValueCache:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from buildfleet import boards as boards_mod
 from buildfleet import gitutil
-from buildfleet.build.adjust import ADJUST_RECORD, AdjustError, parse_adjust_args
+from buildfleet.build.adjust import ADJUST_RECORD, FRAGMENT_RE, AdjustError, parse_adjust_args
 from buildfleet.errors import UserError
 from buildfleet.model import Board, BuildFlags, BuildJob, Commit
 from buildfleet.results.paths import (
@@ -122,7 +122,7 @@ def build_flags(args: argparse.Namespace, settings: Settings, selected: list[Boa
         raise PlanError(str(exc)) from None
     fragments = split_list(args.fragments)
     for frag in fragments:
-        if not frag.endswith(".config") or "/" in frag:
+        if not FRAGMENT_RE.match(frag):
             raise PlanError(f"--fragments: {frag!r} is not a fragment name like "
                             "'acpi.config' (make looks it up by name)")
     make_flags = {}

@@ -34,6 +34,8 @@ def runs_dir() -> Path:
     """This user's directory of run locks (private: created 0700)."""
     path = Path(tempfile.gettempdir()) / f"buildfleet-runs-{os.getuid()}"
     path.mkdir(mode=0o700, exist_ok=True)
+    if path.is_symlink() or path.stat().st_uid != os.getuid():
+        raise PermissionError(f"{path} is not a directory of this user's")
     return path
 
 

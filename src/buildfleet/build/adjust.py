@@ -36,6 +36,10 @@ _SET_RE = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET_RE = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
 
 
+FRAGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\.config$")
+"""A ``--fragments`` item: a file name make looks up (never a path, never an option)."""
+
+
 class AdjustError(ValueError):
     """An ``-a`` item or a fragment line that is not a Kconfig assignment."""
 
@@ -154,11 +158,13 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _same(want: str, have: str) -> bool:
+def same_value(want: str, have: str) -> bool:
+    """Equal as Kconfig sees it: quotes optional, hex with or without ``0x``."""
     if want == have or _unquote(want) == _unquote(have):
         return True
+    base = 16 if "0x" in (want[:2].lower(), have[:2].lower()) else 10
     try:
-        return int(want, 0) == int(have, 0)
+        return int(want, base) == int(have, base)
     except ValueError:
         return False
 
@@ -177,7 +183,7 @@ def failed(adjustments: list[Adjustment], config: dict[str, str | None]) -> list
                 continue
             got = f"has CONFIG_{adj.name}={have}"
         else:
-            if have is not None and _same(adj.value, have):
+            if have is not None and same_value(adj.value, have):
                 continue
             if adj.name not in config:
                 got = f"has no CONFIG_{adj.name} (its dependencies are not met)"

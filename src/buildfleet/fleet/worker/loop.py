@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from buildfleet.build.adjust import AdjustError, parse_adjust_args
+from buildfleet.build.adjust import FRAGMENT_RE, AdjustError, parse_adjust_args
 from buildfleet.build.builder import Builder, Slot, find_dtc, prepare_slots
 from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.slot_runner import SlotRunner
@@ -260,6 +260,8 @@ class Worker:
             parse_adjust_args(flags.adjust_cfg)
         except AdjustError as exc:
             raise CommandError(f"configure: {exc}") from None
+        if not all(FRAGMENT_RE.match(f) for f in flags.fragments):
+            raise CommandError(f"configure: bad --fragments {list(flags.fragments)}")
         if flags.dtc_skip and find_dtc(dict(os.environ)) is None:
             raise CommandError("configure: --dtc-skip: Cannot find dtc on this machine")
         tcs = load_toolchains(hint, self.log)
