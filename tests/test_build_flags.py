@@ -158,8 +158,10 @@ def test_fragments_are_make_targets_found_by_make(demo: DemoTree, settings: Path
     assert run.returncode == 101, run
     build = tmp_path / "current" / TABLE_BOARD
     cfg = config_of(build)
-    # make's turbo.config (under board/) enables the cache at its default size.
-    assert cfg["CONFIG_DEMO_TURBO"] == "y" and cfg["CONFIG_DEMO_TURBO_SLOTS"] == "4"
+    # make merges every turbo.config it finds, as U-Boot's rule does: configs/'s
+    # (8 slots) and board/common/configs/'s (the name).
+    assert cfg["CONFIG_DEMO_TURBO"] == "y" and cfg["CONFIG_DEMO_TURBO_SLOTS"] == "8"
+    assert cfg["CONFIG_DEMO_TURBO_NAME"] == '"board"'
     assert any(ln.endswith(f"{TABLE_BOARD}_defconfig turbo.config") for ln in make_lines(build))
     assert (build / "adjust-cfg").read_text() == "fragment turbo.config\n"
 
@@ -189,11 +191,30 @@ def test_extended_boards_are_selected_and_built(demo: DemoTree, settings: Path,
     for target in ("turbo,acme_arm1", "turbo,initech_rv1"):
         build = tmp_path / "current" / target
         cfg = config_of(build)
-        # fragment: turbo means configs/turbo.config (8 slots), not make's turbo.config.
+        # fragment: turbo is make's turbo.config (both files, as buildman), and
+        # configs/turbo.config's lines are checked to hold.
         assert cfg["CONFIG_DEMO_TURBO"] == "y" and cfg["CONFIG_DEMO_TURBO_SLOTS"] == "8"
+        assert cfg["CONFIG_DEMO_TURBO_NAME"] == '"board"'
         base = target.split(",", 1)[1]
-        assert any(ln.endswith(f" {base}_defconfig") for ln in make_lines(build))
+        assert any(ln.endswith(f" {base}_defconfig turbo.config") for ln in make_lines(build))
         assert done_code(build) == 0
+        assert not (build / "adjust-cfg").exists()  # no -a or --fragments in this run
+
+
+def test_extended_board_whose_fragment_cannot_hold_fails(demo: DemoTree, settings: Path,
+                                                         tmp_path: Path) -> None:
+    """A .buildman record on a board without the table: its fragment's lines fail."""
+    tree = tmp_path / "tree"
+    shutil.copytree(demo.path, tree, symlinks=True)
+    (tree / "configs" / "plain.buildman").write_text(
+        f"name: plain\nfragment: turbo\ntargets:\n  {PLAIN_BOARD}\n")
+    run = run_bf(["-G", str(settings), "-o", str(tmp_path / "out"), "-X", "plain,"], cwd=tree)
+    assert run.returncode == 100, run
+    build = tmp_path / "out" / "current" / f"plain,{PLAIN_BOARD}"
+    err = (build / "err").read_text()
+    assert ("error: configs/turbo.config CONFIG_DEMO_TURBO=y did not take effect: .config has "
+            "no CONFIG_DEMO_TURBO (its dependencies are not met)") in err, err
+    assert not (build / "sizes").exists()
 
 
 @pytest.mark.parametrize("text,where,what", [

@@ -97,7 +97,7 @@ def test_fragments_over_dist(flags_tree: tuple[DemoTree, Path, Path]) -> None:
     assert_same_trees(pair, targets)
     for commit in commit_dirs(pair.remote_base):
         cfg = (commit / "initech_rv1" / ".config").read_text()
-        assert "CONFIG_DEMO_TURBO=y" in cfg and "CONFIG_DEMO_TURBO_SLOTS=4" in cfg
+        assert "CONFIG_DEMO_TURBO=y" in cfg and 'CONFIG_DEMO_TURBO_NAME="board"' in cfg
 
 
 def test_extended_boards_over_dist(flags_tree: tuple[DemoTree, Path, Path]) -> None:

@@ -340,13 +340,14 @@ targets:
 
 
 def fragment_files() -> dict[str, str]:
-    """Two fragments of one name, as in U-Boot: make's (under board/) and -X's (configs/).
+    """Two fragments of one name, as U-Boot has ``acpi.config`` in configs/ and board/.
 
-    ``make b_defconfig turbo.config`` finds the one under ``board/``; a
-    ``.buildman`` file's ``fragment: turbo`` means ``configs/turbo.config``.
-    They differ in the cache size, so a test can tell which was used.
+    ``make b_defconfig turbo.config`` merges both (configs/ first); a
+    ``.buildman`` file's ``fragment: turbo`` names ``configs/turbo.config``.
+    They set different options, so a test can tell that both were merged.
     """
     return {
         f"configs/{TURBO_FRAGMENT}.config": "CONFIG_DEMO_TURBO=y\nCONFIG_DEMO_TURBO_SLOTS=8\n",
-        f"board/common/configs/{TURBO_FRAGMENT}.config": "CONFIG_DEMO_TURBO=y\n",
+        f"board/common/configs/{TURBO_FRAGMENT}.config": "CONFIG_DEMO_TURBO=y\n"
+                                                        'CONFIG_DEMO_TURBO_NAME="board"\n',
     }

@@ -12,9 +12,10 @@ RISC-V board with ACPI on) without a defconfig each. buildman's file format::
       CONFIG_SYS_SOC="k3"            an option's value (y, n, a value, "string")
 
 A record makes one board per base board ``B`` that matches: target
-``<name>,<B>``, the rest of ``B``'s row copied, built as ``B_defconfig``
-with the fragments laid over it (see ``build/adjust.py``: the fragments are
-read from ``configs/`` of the commit being built, applied and then checked).
+``<name>,<B>``, the rest of ``B``'s row copied, configured as buildman does
+(``make B_defconfig acpi.config``: U-Boot merges every ``acpi.config`` in
+``configs/`` and under ``board/``); then the lines of ``configs/acpi.config``
+at the commit being built are checked to hold (``build/adjust.py``).
 Globs select candidates (all boards when there are none); every option
 condition must then hold. Option values come from kconfiglib and are cached
 in the output directory, since loading every defconfig of a real tree takes

@@ -105,14 +105,14 @@ def forget_objects(out_dir: Path | None, source_dir: Path, stderr: str) -> None:
 def config_changed(changed: list[str], board: Board, fragments: tuple[str, ...] = ()) -> bool:
     """Did Kconfig, or a file this board's configuration reads, change between two commits?
 
-    That is its defconfig, its ``-X`` fragments (``configs/<name>.config``) and
-    any file named like a ``--fragments`` item (make finds those by name).
+    That is its defconfig and any file named like one of its config fragments
+    (``--fragments`` items and its ``-X`` fragments): make finds those by name.
     """
-    own = {f"configs/{board.defconfig}_defconfig"}
-    own.update(f"configs/{frag}.config" for frag in board.fragments)
+    names = set(fragments) | {f"{frag}.config" for frag in board.fragments}
+    own = f"configs/{board.defconfig}_defconfig"
     for name in changed:
         base = name.rsplit("/", 1)[-1]
-        if base.startswith("Kconfig") or name in own or base in fragments:
+        if base.startswith("Kconfig") or name == own or base in names:
             return True
     return False
 
@@ -207,7 +207,8 @@ class Builder:
                               outcome, time.monotonic() - start, slot))
 
     def _adjustments(self, board: Board, slot: Slot) -> tuple[list[adjust.Adjustment], list[str]]:
-        """The board's ``-X`` fragments (read at this commit) then ``-a``: (adjustments, errors)."""
+        """What ``.config`` must show: the lines of the board's ``-X`` fragments
+        (``configs/<name>.config`` at this commit), then ``-a``: (adjustments, errors)."""
         found: list[adjust.Adjustment] = []
         errors: list[str] = []
         for frag in board.fragments:
@@ -251,13 +252,19 @@ class Builder:
                 rc, out, err = make(["mrproper"])
                 config_out += out
                 result.stderr += err
-            rc, out, err = make([f"{board.defconfig}_defconfig", *self.flags.fragments])
+            # As buildman: an extended board's fragments are make targets too, so
+            # make merges every file of that name U-Boot's rule finds.
+            rc, out, err = make([f"{board.defconfig}_defconfig",
+                                 *(f"{frag}.config" for frag in board.fragments),
+                                 *self.flags.fragments])
             config_out += out
             result.stderr += err
             result.return_code = rc
-            if rc == 0 and wanted:
+            if rc == 0 and self.adjustments:
                 rc, out = self._apply(wanted, obj, make, result)
                 config_out += out
+            elif rc == 0 and wanted:
+                self._check(wanted, obj, result)
         if result.return_code == 0:
             rc, out, err = make(build_targets(self.flags))
             result.return_code = rc

@@ -33,9 +33,10 @@ Commands (boss -> worker)
 ``build_board``           ``board`` target, ``arch``; optional ``cpu``,
                           ``soc``, ``vendor``, ``board_name``, ``config_name``
                           (target info), ``base_target`` and ``fragments``
-                          [name, ...] (an extended board, ``-X``: built as
-                          ``base_target``'s defconfig with configs/<name>.config
-                          laid over it) and ``commits`` [index, ...] (a subset
+                          [name, ...] (an extended board, ``-X``: configured
+                          as ``base_target``'s defconfig then <name>.config,
+                          checked against configs/<name>.config) and
+                          ``commits`` [index, ...] (a subset
                           of the prepared commits; default all). Replies
                           ``heartbeat`` {board, thread} at start and at least
                           every ``HEARTBEAT_INTERVAL`` s while building, then
