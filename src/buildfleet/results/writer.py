@@ -154,7 +154,7 @@ class ResultWriter:
         path.mkdir(parents=True, exist_ok=True)
         (path / "done").unlink(missing_ok=True)
         (path / "err").unlink(missing_ok=True)
-        self._fill(str(path), result)
+        self._fill(str(path), result, self.commits[result.sequence].hash)
         return path
 
     @staticmethod
