@@ -310,7 +310,9 @@ class Builder:
                 result.stderr += f"error: cannot merge the Kconfig adjustments: {exc}\n"
                 rc = 1
         if rc == 0:
-            rc, out, err = make([f"KCONFIG_ALLCONFIG={obj / adjust.ALLCONFIG}", "alldefconfig"])
+            # Relative: Kconfig reads it in the O= directory (kbuild's sub-make runs
+            # there), so the command is spelt alike on every machine.
+            rc, out, err = make([f"KCONFIG_ALLCONFIG={adjust.ALLCONFIG}", "alldefconfig"])
             config_out += out
             result.stderr += err
         result.return_code = rc
