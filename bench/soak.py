@@ -1,14 +1,20 @@
-"""Soak: a large distributed build while workers are killed at random; nothing lost or doubled.
+"""Soak: a large distributed build while workers are killed or stopped at random; nothing
+lost, doubled or wrong.
 
 Builds the demo tree (``--boards N --commits C``) over two loopback machines of
-the real-sshd harness plus the local slots, and meanwhile SIGKILLs a random
-machine's worker at seeded random intervals (a machine gets a fresh worker
-after a failure and is quarantined after its second, so the kills are bounded).
-At the end the output tree is compared with a clean local build and the last
-line says how many results were lost and how many were written twice (both
-must be 0). Needs root and sshd, like the fault suite; bounded by --deadline.
+the real-sshd harness plus the local slots, and meanwhile SIGKILLs or SIGSTOPs
+a random machine's worker at seeded random intervals (a machine gets a fresh
+worker after a failure and is quarantined after its second, so the faults
+are bounded; a stopped worker is given up after the liveness bound and its
+makes are killed mid-compile, the interleaving that once left a truncated
+object to the next build of the board). At the end the output tree is
+compared with a clean local build and the last line says how many results
+were lost, written twice, or wrong (present, but done, err diagnostics or
+sizes differ from the local build); all must be 0. Needs root and sshd, like
+the fault suite; bounded by --deadline.
 
     python bench/soak.py [--boards 100] [--commits 3] [--seed 1] [--deadline 600]
+                         [--faults kill,stop]
 """
 
 from __future__ import annotations
@@ -51,9 +57,12 @@ def duplicates(branch_dir: Path) -> int:
     return doubled
 
 
+FAULTS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+
+
 def soak(boards: int, commits: int, seed: int, deadline: float, min_gap: float,
-         max_gap: float) -> tuple[int, int, int, str]:
-    """Run the soak; returns (lost, duplicated, kills, summary text)."""
+         max_gap: float, faults: list[str]) -> tuple[int, int, int, int, str]:
+    """Run the soak; returns (lost, duplicated, wrong, faults done, summary text)."""
     rng = random.Random(seed)
     root = Path(tempfile.mkdtemp(prefix="bf-soak-"))
     started = time.monotonic()
@@ -78,9 +87,11 @@ def soak(boards: int, commits: int, seed: int, deadline: float, min_gap: float,
             assert victim.user is not None
             pids = worker_pids(victim.user)
             if pids:
-                kill(pids, signal.SIGKILL)
+                fault = rng.choice(faults)
+                kill(pids, FAULTS[fault])
                 kills += 1
-                print(f"  t={time.monotonic() - run.started:5.1f}s killed the worker on "
+                print(f"  t={time.monotonic() - run.started:5.1f}s {fault}: "
+                      f"{'killed' if fault == 'kill' else 'stopped'} the worker on "
                       f"{victim.name}", flush=True)
             next_kill = time.monotonic() + rng.uniform(min_gap, max_gap)
         rc, stdout, stderr = run.wait(timeout=max(10.0, limit - time.monotonic()))
@@ -100,7 +111,7 @@ def soak(boards: int, commits: int, seed: int, deadline: float, min_gap: float,
                            f"{differ[0]}")
         if stderr.strip():
             summary.append("stderr: " + stderr.strip()[-500:])
-        return lost + len(differ), doubled, kills, "\n".join(summary)
+        return lost, doubled, len(differ), kills, "\n".join(summary)
     finally:
         sigcont_all(users)
         left = wait_no_processes(users, timeout=20)
@@ -120,16 +131,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deadline", type=float, default=600.0, help="seconds for the run")
     ap.add_argument("--min-gap", type=float, default=4.0, help="seconds between kills, min")
     ap.add_argument("--max-gap", type=float, default=12.0, help="seconds between kills, max")
+    ap.add_argument("--faults", default="kill,stop",
+                    help="what is done to a worker, chosen at random: kill (SIGKILL), "
+                         "stop (SIGSTOP)")
     args = ap.parse_args(argv)
+    faults = [f for f in args.faults.split(",") if f]
+    if not faults or any(f not in FAULTS for f in faults):
+        ap.error(f"--faults: choose from {', '.join(FAULTS)}")
     reason = harness_unavailable_reason()
     if reason:
         print(f"soak: {reason}", file=sys.stderr)
         return 2
-    lost, doubled, kills, summary = soak(args.boards, args.commits, args.seed, args.deadline,
-                                         args.min_gap, args.max_gap)
+    lost, doubled, wrong, kills, summary = soak(args.boards, args.commits, args.seed,
+                                                args.deadline, args.min_gap, args.max_gap,
+                                                faults)
     print(summary)
-    print(f"results lost: {lost}, duplicated: {doubled}")
-    return 0 if lost == 0 and doubled == 0 and kills > 0 else 1
+    print(f"results lost: {lost}, duplicated: {doubled}, wrong: {wrong}")
+    return 0 if lost == doubled == wrong == 0 and kills > 0 else 1
 
 
 if __name__ == "__main__":

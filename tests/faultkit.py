@@ -195,8 +195,8 @@ class Dist:
 
 
 def start_dist(tree: Path, out: Path, settings: Path, *extra: str,
-               env: dict[str, str] | None = None) -> Dist:
-    argv = [sys.executable, "-m", "buildfleet", "--dist", "-b", "demo", "-G", str(settings),
+               env: dict[str, str] | None = None, branch: str = "demo") -> Dist:
+    argv = [sys.executable, "-m", "buildfleet", "--dist", "-b", branch, "-G", str(settings),
             "-o", str(out), *extra]
     proc = subprocess.Popen(argv, cwd=tree, env=bf_env(env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -10,6 +10,7 @@ left behind.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from buildfleet.build.makerun import KCONFIG_LOOP_TEXT
+from buildfleet.fleet.protocol import HEARTBEAT_INTERVAL
 from faultkit import (
     Tree,
     assert_same_tree,
@@ -29,6 +32,7 @@ from faultkit import (
     sigcont_all,
     sshd_session_pids,
     start_dist,
+    user_processes,
     wait_no_processes,
     worker_pids,
 )
@@ -37,7 +41,9 @@ from sshd_harness import SshdHarness
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
 BOARDS = 10
-LIVENESS = "4"
+# Above two heartbeat intervals: a worker building a board on a loaded machine sends
+# nothing but heartbeats, so a bound below the interval would give up live workers.
+LIVENESS = f"{HEARTBEAT_INTERVAL * 2 + 2:g}"
 ENV = {"BUILDFLEET_LIVENESS_SECONDS": LIVENESS}
 
 
@@ -94,6 +100,105 @@ def test_lost_worker_costs_nothing(demo: tuple[Path, Tree], fleet: SshdHarness,
         assert f"no message for {LIVENESS} s" in stdout or "no message" in stdout, stdout
     assert_same_tree(read_tree(out / "demo"), demo[1])
     assert "Not built" not in stdout
+
+
+def test_kconfig_loop_is_stopped_on_the_workers(demo: tuple[Path, Tree], fleet: SshdHarness,
+                                                tmp_path: Path) -> None:
+    """The demo's kconfig-loop branch asks forever at configure: every worker stops
+    that make at once and sends buildman's hint as the board's error."""
+    tree, _ = demo
+    out = tmp_path / "out"
+    run = start_dist(tree, out, fleet.settings_file, "--no-local", "--use-machines",
+                     ",".join(m.name for m in fleet.reachable), env=ENV, branch="kconfig-loop")
+    rc, stdout, stderr = run.wait(timeout=120)
+    assert rc == 100, stdout + stderr
+    looping = sorted((out / "kconfig-loop").glob("02_*/*/err"))
+    assert len(looping) == BOARDS, stdout
+    for err in looping:
+        assert err.read_text() == KCONFIG_LOOP_TEXT + "\n", err
+        assert (err.parent / "done").read_text().strip() == "2"
+        assert (err.parent / "host").read_text().strip() != "local"
+    assert sum(hosts_in(out / "kconfig-loop").values()) == 2 * BOARDS
+
+
+def _empty_objects(root: Path) -> list[Path]:
+    """The empty objects under ``root`` now (a slot may be wiped meanwhile)."""
+    found = []
+    try:
+        for obj in root.rglob("*.o"):
+            try:
+                if obj.stat().st_size == 0:
+                    found.append(obj)
+            except FileNotFoundError:
+                continue
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def _held_compiles(directory: Path) -> Path:
+    """Wait for an object GNU as has created under ``directory`` and cc1 holds unwritten."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for obj in _empty_objects(directory):
+            return obj
+        time.sleep(0.05)
+    raise AssertionError(f"no compile started under {directory}")
+
+
+def _worker_side(user: str) -> list[str]:
+    """The user's processes other than sshd's (the boss's SSH connections stay up)."""
+    return [p.cmdline for p in user_processes([user])
+            if not (p.argv and p.argv[0].startswith("sshd"))]
+
+
+def test_a_lost_workers_makes_are_stopped_without_a_new_worker(
+        demo: tuple[Path, Tree], fleet: SshdHarness, tmp_path: Path) -> None:
+    """A SIGKILLed worker cannot stop its makes; the boss must, even when the machine
+    gets no new worker. The makes here would never end by themselves: their
+    compiles wait on a FIFO (-pipe and -include), so as holds an empty object."""
+    tree, _ = demo
+    name, user = _alpha(fleet)
+    m = fleet.reachable[0]
+    work = m.home / ".buildfleet-worker"
+    hang = m.home / "hang.h"
+    hang.unlink(missing_ok=True)
+    os.mkfifo(hang, 0o666)
+    shutil.chown(hang, user, user)
+    settings = tmp_path / "held.cfg"
+    settings.write_text(fleet.settings_file.read_text()
+                        + f'\n[make-flags]\nsandbox = "KCFLAGS=-pipe -include {hang}"\n')
+    run = start_dist(tree, tmp_path / "out", settings, "--no-local", "--use-machines", name,
+                     "--boards", "sandbox", env=ENV)
+    lock = work / ".lock"
+    try:
+        _held_compiles(work / ".bm-work")
+        # No new worker can take the directory over (and stop the makes) from now on.
+        lock.unlink()
+        lock.mkdir()
+        pids = worker_pids(user)
+        assert pids, "no worker process found"
+        kill(pids, signal.SIGKILL)
+        killed = time.monotonic()
+        left = _worker_side(user)
+        while left and time.monotonic() - killed < 30:
+            time.sleep(0.2)
+            left = _worker_side(user)
+        assert not left, f"left on {name} 30 s after its worker was killed: {left}"
+        rc, stdout, stderr = run.wait()
+        assert rc == 100, stdout + stderr
+        assert re.search(r"Not built.*: sandbox", stdout), stdout
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.communicate()
+        try:  # let anything still held go (only if the test failed)
+            os.close(os.open(hang, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        hang.unlink(missing_ok=True)
+        if lock.is_dir():
+            lock.rmdir()
 
 
 def test_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree], fleet: SshdHarness,

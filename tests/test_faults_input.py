@@ -28,6 +28,7 @@ from buildfleet.fleet.dispatch.sink import ResultSink
 from buildfleet.fleet.machines.ship import worker_command
 from buildfleet.fleet.machines.ssh import remote_path
 from buildfleet.fleet.machines.sshfilter import filtered_command, strip_preamble
+from buildfleet.fleet.protocol import HEARTBEAT_INTERVAL
 from buildfleet.fleet.remote.session import LIVENESS_SECONDS, liveness_seconds
 from buildfleet.model import Board, BuildJob, BuildResult, Commit
 from buildfleet.results.progress import Progress, RunCounts
@@ -43,7 +44,8 @@ from faultkit import (
 from sshd_harness import SshdHarness
 
 COMMIT = Commit(0, "a" * 40, "First")
-ENV = {"BUILDFLEET_LIVENESS_SECONDS": "4"}
+# Above two heartbeat intervals (see test_faults.py).
+ENV = {"BUILDFLEET_LIVENESS_SECONDS": f"{HEARTBEAT_INTERVAL * 2 + 2:g}"}
 
 
 # --- units --------------------------------------------------------------------------

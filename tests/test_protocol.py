@@ -400,8 +400,10 @@ def test_worker_answers_garbage_with_errors_and_stays_alive(
     reply = worker.recv(20)
     assert reply["resp"] == "error" and "line too long" in reply["msg"]
     worker.send({"cmd": "setup", "work_dir": str(tmp_path / "wd")})
-    assert worker.recv(20) == {"resp": "setup_done", "work_dir": str(tmp_path / "wd"),
-                               "git_dir": str(tmp_path / "wd" / ".git")}
+    reply = worker.recv(20)
+    assert reply == {"resp": "setup_done", "work_dir": str(tmp_path / "wd"),
+                     "git_dir": str(tmp_path / "wd" / ".git"), "pid": reply.get("pid")}
+    assert isinstance(reply["pid"], int) and reply["pid"] > 0
     worker.send({"cmd": "cancel_board", "board": "nothing"})
     assert worker.recv(20) == {"resp": "board_cancelled", "board": "nothing",
                                "state": "unknown"}

@@ -66,7 +66,8 @@ def recv_until(ch: Channel, want: str, timeout: float = 60,
 def setup_and_push(ch: Channel, repo: Path, ref: str, work: Path) -> dict[str, Any]:
     ch.send({"cmd": "setup", "work_dir": str(work)})
     done = ch.recv(30)
-    assert done == {"resp": "setup_done", "work_dir": str(work), "git_dir": str(work / ".git")}
+    assert done == {"resp": "setup_done", "work_dir": str(work), "git_dir": str(work / ".git"),
+                    "pid": ch.pid}
     git("push", "-q", "--force", f"{work}/.git", f"{ref}:refs/heads/work", cwd=repo)
     return done
 
@@ -216,7 +217,7 @@ def test_work_dir_option_and_tilde(home: Path) -> None:
         assert lock.read_text().split()[0] == str(ch.pid)
         ch.send({"cmd": "setup", "work_dir": "~/dev/.bm-worker"})
         assert ch.recv(30) == {"resp": "setup_done", "work_dir": str(home / "dev/.bm-worker"),
-                               "git_dir": str(home / "dev/.bm-worker/.git")}
+                               "git_dir": str(home / "dev/.bm-worker/.git"), "pid": ch.pid}
         busy = Channel([*WORKER, "--work-dir", "~/dev/.bm-worker"], cwd=home,
                        env={**os.environ, "HOME": str(home)})
         try:
@@ -317,12 +318,14 @@ def test_sigterm_mid_build_and_periodic_heartbeats(home: Path, tmp_path: Path,
                                                    slow_repo: tuple[Path, str]) -> None:
     ch, errs = start_slow_build(home, tmp_path, slow_repo)
     try:
-        beats = [ch.recv(30)]
+        # The start beat, then the periodic ones: the worker's beat clock does not
+        # start with the board, so only two periodic beats are an interval apart.
+        beats = [ch.recv(30), ch.recv(HEARTBEAT_INTERVAL + 5)]
         t0 = time.monotonic()
         beats.append(ch.recv(HEARTBEAT_INTERVAL + 5))
         assert time.monotonic() - t0 >= HEARTBEAT_INTERVAL - 1
-        assert beats[0] == beats[1] == {"resp": "heartbeat", "board": "slow",
-                                        "thread": beats[0]["thread"]}
+        assert beats[0] == beats[1] == beats[2] == {"resp": "heartbeat", "board": "slow",
+                                                    "thread": beats[0]["thread"]}
         below = wait_for_compilers(ch.pid)
         pids = set(below)
         groups = {row[1] for row in below.values()}

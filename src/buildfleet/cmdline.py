@@ -62,6 +62,9 @@ def _add_build(p: argparse.ArgumentParser) -> None:
                    help="run 'make mrproper' only in the retry after a failure")
     g.add_argument("--config-only", action="store_true",
                    help="configure only, then 'make cfg'")
+    g.add_argument("--build-timeout", type=_seconds, metavar="SECONDS",
+                   help="stop a board's build at one commit after this long and record a "
+                        "timeout error (0: no limit; default [global] build_timeout or 7200)")
     g.add_argument("--target", help="make this target instead of the default")
     g.add_argument("-k", "--keep-outputs", action="store_true",
                    help="copy the binaries into each result directory")
@@ -147,6 +150,16 @@ def _add_toolchains(p: argparse.ArgumentParser) -> None:
                    help="list the toolchains found and exit")
     g.add_argument("--fetch-arch", metavar="ARCH",
                    help="download a toolchain for ARCH ('list', 'all' or a comma list)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more seconds")
+    return value
 
 
 def _add_dist(p: argparse.ArgumentParser) -> None:

@@ -54,6 +54,7 @@ CONFIG_OPTION = "CONFIG_SYS_MALLOC_LEN"
 CONFIG_VALUES = ("0x100000", "0x200000")
 BASE_TABLE = 8
 GROWN_TABLE = 40
+LOOP_SYMBOL = "DEMO_RAM_BANKS"
 BASE_DATE = 1704067200  # 2024-01-01 00:00:00 UTC; commits are an hour apart
 SUBJECTS = (
     "drivers: demo: grow the lookup table; acme_arm2: larger malloc",
@@ -93,6 +94,10 @@ class DemoTree:
     env_target: str = ""  # its default environment changes at config_upto
     link_failure_target: str | None = None  # fails after linking u-boot, every commit
     orphan_target: str | None = None  # MAINTAINERS: status Orphan (no maintainer)
+    # A branch off upstream whose one commit adds an int Kconfig symbol with a
+    # prompt and no default: configuring any board at it asks forever.
+    loop_branch: str = "kconfig-loop"
+    loop_symbol: str = LOOP_SYMBOL
 
     @property
     def targets(self) -> list[str]:
@@ -294,6 +299,15 @@ def make_demo_tree(path: Path, boards: int = 8, commits: int = 4,
         when += 3600
         hashes.append(_commit(path, subject, f"Demo commit {upto + 1}.", when))
         subjects.append(subject)
+
+    _git(path, "checkout", "-q", "-b", "kconfig-loop", "main")
+    _git(path, "config", "branch.kconfig-loop.remote", ".")
+    _git(path, "config", "branch.kconfig-loop.merge", "refs/heads/main")
+    _write(path, {"Kconfig": _base_files(brds)["Kconfig"]
+                  + f'\nconfig {LOOP_SYMBOL}\n\tint "Number of RAM banks"\n'})
+    _commit(path, "Kconfig: add the number of RAM banks",
+            "No default: configuring asks for it.", when + 3600)
+    _git(path, "checkout", "-q", "demo")
 
     return DemoTree(
         path=path, boards=brds, subjects=subjects, hashes=hashes,

@@ -59,6 +59,9 @@ class Commit:
         return self.hash is None
 
 
+DEFAULT_BUILD_TIMEOUT = 7200.0
+
+
 @dataclass(frozen=True)
 class BuildFlags:
     """Every flag that changes how a board is built.
@@ -88,6 +91,8 @@ class BuildFlags:
     adjust_cfg: tuple[str, ...] = ()   # canonical -a items: CONFIG_X=val, ~CONFIG_X
     fragments: tuple[str, ...] = ()    # --fragments: make targets after the defconfig
     dtc_skip: bool = False             # --dtc-skip: DTC=<the machine's own dtc>
+    # Seconds one board x commit may build before its make is stopped; 0: no limit.
+    build_timeout: float = DEFAULT_BUILD_TIMEOUT
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -118,6 +123,10 @@ class BuildFlags:
                         isinstance(v, str) for v in value):
                     raise ValueError(f"{key} must be a list of strings")
                 kwargs[key] = tuple(value)
+            elif key == "build_timeout":
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ValueError("build_timeout must be a number of seconds (0: none)")
+                kwargs[key] = float(value)
             elif key in ("override_toolchain", "make_target"):
                 if value is not None and not isinstance(value, str):
                     raise ValueError(f"{key} must be a string or null")

@@ -19,7 +19,7 @@ from buildfleet import boards as boards_mod
 from buildfleet import gitutil
 from buildfleet.build.adjust import ADJUST_RECORD, FRAGMENT_RE, AdjustError, parse_adjust_args
 from buildfleet.errors import UserError
-from buildfleet.model import Board, BuildFlags, BuildJob, Commit
+from buildfleet.model import DEFAULT_BUILD_TIMEOUT, Board, BuildFlags, BuildJob, Commit
 from buildfleet.results.paths import (
     base_dir,
     branch_dir_name,
@@ -152,6 +152,9 @@ def build_flags(args: argparse.Namespace, settings: Settings, selected: list[Boa
         adjust_cfg=adjustments,
         fragments=fragments,
         dtc_skip=args.dtc_skip,
+        build_timeout=next(t for t in (getattr(args, "build_timeout", None),
+                                       settings.build_timeout, DEFAULT_BUILD_TIMEOUT)
+                           if t is not None),
     )
 
 

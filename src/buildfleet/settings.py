@@ -30,7 +30,8 @@ DEFAULT_NAME = ".buildman"
 
 ALLOW_MISSING_WORDS = ("always", "multiple", "branch")
 AVAILABILITY_KEYS = ("busy_load", "min_disk_mb", "min_mem_mb")
-GLOBAL_KEYS = ("allow-missing", "fetch-url", *AVAILABILITY_KEYS)
+GLOBAL_KEYS = ("allow-missing", "fetch-url", "build_timeout", "build-timeout",
+               *AVAILABILITY_KEYS)
 MACHINE_KEYS = ("max_boards", *AVAILABILITY_KEYS)
 FREE_SECTIONS = ("toolchain", "toolchain-prefix", "toolchain-alias", "toolchain-wrapper",
                  "make-flags", "machines")
@@ -75,6 +76,8 @@ x86 = i386
 
 [global]
 # allow-missing = multiple branch
+# Seconds one board may build at one commit before it is stopped (0: no limit):
+# build_timeout = 7200
 # Availability of machines for --dist (defaults shown):
 # busy_load = 0.8
 # min_disk_mb = 1000
@@ -121,6 +124,7 @@ class Settings:
     machines: list[MachineConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     fetch_url: str | None = None
+    build_timeout: float | None = None  # seconds; 0 = no limit; None = the default
 
     def make_flags_for(self, target: str) -> list[str]:
         """The extra make arguments for board ``target`` (buildman's rules)."""
@@ -267,6 +271,9 @@ def parse_settings(text: str, path: Path, shown: str | None = None) -> Settings:
             warn(f"{shown}: [global] allow-missing: unknown word {word!r} ignored "
                  f"(use {', '.join(ALLOW_MISSING_WORDS)})")
     settings.fetch_url = (glob.get("fetch-url") or "").strip() or None
+    for key in ("build_timeout", "build-timeout"):
+        if key in glob:
+            settings.build_timeout = float(_number(float, glob[key], shown, "global", key))
     defaults: dict[str, float | int] = {"busy_load": DEFAULT_BUSY_LOAD,
                                         "min_disk_mb": DEFAULT_MIN_DISK_MB,
                                         "min_mem_mb": DEFAULT_MIN_MEM_MB}

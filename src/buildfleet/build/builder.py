@@ -12,8 +12,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -23,8 +21,17 @@ from pathlib import Path
 from buildfleet import gitutil
 from buildfleet.build import adjust, capture
 from buildfleet.build.makecmd import STALE_ELFS, build_targets, common_args
-from buildfleet.build.workspace import Slot, claim_out_dir, prepare_slots, wipe_out_dir
-from buildfleet.errors import BuildfleetError
+from buildfleet.build.makerun import BuildInterrupted, run_make
+from buildfleet.build.workspace import (
+    Slot,
+    begin_make,
+    claim_out_dir,
+    distrust,
+    end_make,
+    prepare_slots,
+    unfinished,
+    wipe_out_dir,
+)
 from buildfleet.model import (
     Board,
     BuildFlags,
@@ -37,12 +44,10 @@ from buildfleet.toolchains import Toolchain, ToolchainError, Toolchains
 
 __all__ = ["Builder", "BuildInterrupted", "Slot", "prepare_slots"]
 
-POLL_SECONDS = 0.2
+# The return code recorded for a make that buildfleet stopped (time limit, Kconfig
+# loop): a failure, like make's own 2, never -1 (which means "interrupted, retry").
+STOPPED_RC = 2
 Sink = Callable[[BuildResult], object]
-
-
-class BuildInterrupted(BuildfleetError):
-    """The slot was told to stop; the board's unfinished commit has no result."""
 
 
 @dataclass
@@ -51,32 +56,8 @@ class MakeOutcome:
     stdout: str = ""
     stderr: str = ""
     commands: list[str] = field(default_factory=list)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def run_make(argv: list[str], cwd: Path, env: dict[str, str],
-             stop: threading.Event) -> tuple[int, str, str]:
-    """Run one make in its own process group, stdin closed; kill the group on stop."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    out = err = b""
-    while True:
-        try:
-            out, err = proc.communicate(timeout=POLL_SECONDS)
-            break
-        except subprocess.TimeoutExpired:
-            if stop.is_set():
-                _kill_group(proc)
-                proc.communicate()
-                raise BuildInterrupted() from None
-    return (proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+    stopped: str = ""  # why buildfleet ended a make of this build, if it did
+    killed: int = 0  # the signal that ended a make buildfleet did not stop
 
 
 def env_file(env: dict[str, str]) -> bytes:
@@ -171,19 +152,26 @@ class Builder:
             env["DTC"] = dtc
         out_dir = None if self.flags.in_tree else slot.out_dir(board.target,
                                                               self.flags.per_board_out_dir)
-        if out_dir is not None and slot.fixed_out is not None:
+        fixed = out_dir is not None and slot.fixed_out is not None
+        if fixed and out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)  # -w: the user's directory, never wiped
-        elif out_dir is not None:
-            if self.flags.force_build:
-                wipe_out_dir(out_dir, board.target)
-            else:
-                claim_out_dir(out_dir, board.target)
         need_config = True
         previous: str | None = None
-        for commit in job.commits:
+        for index, commit in enumerate(job.commits):
             if stop.is_set():
                 raise BuildInterrupted()
             start = time.monotonic()
+            # Never trusted: another board's directory, or one a make did not finish.
+            mrproper = self.flags.mrproper
+            if out_dir is not None and not fixed:
+                if index == 0 and self.flags.force_build:
+                    wipe_out_dir(out_dir, board.target)
+                elif index == 0 or unfinished(out_dir):
+                    need_config = need_config or unfinished(out_dir)
+                    claim_out_dir(out_dir, board.target)
+            elif unfinished(out_dir or slot.source_dir):
+                # In-tree or -w: not ours to wipe; make mrproper clears what was left.
+                mrproper = need_config = True
             if slot.checkout and commit.hash is not None:
                 gitutil.checkout(slot.source_dir, commit.hash)
             configure = need_config or self.flags.force_reconfig
@@ -192,19 +180,31 @@ class Builder:
                                                           commit.hash), board,
                                        self.flags.fragments)):
                 configure = True
+            deadline = (start + self.flags.build_timeout if self.flags.build_timeout > 0
+                        else None)
             outcome = self._build_commit(board, slot, out_dir, env, make_jobs(),
-                                         configure, self.flags.mrproper, stop)
-            if (outcome.return_code != 0 and not configure and not self.flags.quick
-                    and not self.flags.mrproper):
+                                         configure, mrproper, stop, deadline)
+            if (outcome.return_code != 0 and not outcome.stopped and not outcome.killed
+                    and not configure and not self.flags.quick and not self.flags.mrproper):
+                # What warned in the failed attempt compiled then: its diagnostics
+                # would be lost with that attempt, unless the retry compiles it again.
+                forget_objects(out_dir, slot.source_dir, outcome.stderr)
                 mrproper = self.flags.fallback_mrproper
                 outcome = self._build_commit(board, slot, out_dir, env, make_jobs(),
-                                             True, mrproper, stop)
+                                             True, mrproper, stop, deadline)
             need_config = outcome.return_code != 0
             if outcome.stderr:
                 forget_objects(out_dir, slot.source_dir, outcome.stderr)
             previous = commit.hash
-            sink(self._result(board.target, commit, tc, env, out_dir or slot.source_dir,
-                              outcome, time.monotonic() - start, slot))
+            result = self._result(board.target, commit, tc, env, out_dir or slot.source_dir,
+                                  outcome, time.monotonic() - start, slot)
+            try:
+                sink(result)
+            except BaseException:
+                # Refused (the machine's failure, e.g. a full disk, which may have cut
+                # objects short): nothing built here is trusted by the next build.
+                distrust(out_dir or slot.source_dir)
+                raise
 
     def _adjustments(self, board: Board, slot: Slot) -> tuple[list[adjust.Adjustment], list[str]]:
         """What ``.config`` must show: the lines of the board's ``-X`` fragments
@@ -227,23 +227,41 @@ class Builder:
 
     def _build_commit(self, board: Board, slot: Slot, out_dir: Path | None, env: dict[str, str],
                       jobs: int, configure: bool, mrproper: bool,
-                      stop: threading.Event) -> MakeOutcome:
+                      stop: threading.Event, deadline: float | None) -> MakeOutcome:
+        """Configure (if asked) and build one commit.
+
+        The build directory is marked unfinished before the first make and
+        trusted again only if every make ended by itself: a stop raises
+        BuildInterrupted with the mark left in place, and a make ended by a
+        guard (time limit, Kconfig loop) returns ``stopped`` with it left too.
+        """
         args = common_args(self.flags, out_dir, jobs, board.target,
                            slot.source_dir if slot.checkout else None)
         result = MakeOutcome()
         config_out = ""
         obj = out_dir if out_dir is not None else slot.source_dir
         wanted, errors = self._adjustments(board, slot)
+        timeout_text = (f"buildfleet: build stopped after {self.flags.build_timeout:g} s "
+                        f"(build_timeout)")
 
         def make(extra: list[str]) -> tuple[int, str, str]:
             argv = ["make", *args, *extra]
             result.commands.append(shlex.join(argv))  # buildman's join, quoted where needed
-            return run_make(argv, slot.source_dir, env, stop)
+            if result.stopped:
+                return STOPPED_RC, "", ""
+            run = run_make(argv, slot.source_dir, env, stop, deadline, timeout_text)
+            if run.stopped:
+                result.stopped = run.stopped
+                return STOPPED_RC, run.stdout, run.stderr + run.stopped + "\n"
+            if run.return_code < 0:
+                result.killed = -run.return_code
+            return run.return_code, run.stdout, run.stderr
 
         if errors:
             result.return_code = 1
             result.stderr = "".join(f"{line}\n" for line in errors)
             return result
+        begin_make(obj)
         if configure:
             if out_dir is not None:
                 for elf in STALE_ELFS:
@@ -280,6 +298,8 @@ class Builder:
             result.stdout = config_out + "".join(c + "\n" for c in result.commands) + result.stdout
         prefix = f"{slot.source_dir}/"
         result.stderr = result.stderr.replace(prefix, "")
+        if not result.stopped and not result.killed:
+            end_make(obj)
         return result
 
     @staticmethod
@@ -335,5 +355,7 @@ class Builder:
         record = self.flags.adjust_record()
         if record:
             files[adjust.ADJUST_RECORD] = record.encode()
+        # A make killed from outside (the OOM killer, a user) keeps its negative
+        # return code: build.failure calls that the machine's fault, not the code's.
         return BuildResult(target, commit.sequence, outcome.return_code, outcome.stdout,
                            outcome.stderr, duration, self.host, files)

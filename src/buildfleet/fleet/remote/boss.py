@@ -23,6 +23,7 @@ from buildfleet import __version__, gitutil
 from buildfleet.build.failure import infra_line
 from buildfleet.fleet import status as phase
 from buildfleet.fleet.machines import ship
+from buildfleet.fleet.machines.leftovers import stop_leftovers
 from buildfleet.fleet.machines.probe import MachineStatus, probe_machines
 from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR, MachinesError, select_machines
 from buildfleet.fleet.machines.ssh import SshSession, git_push_env, ssh_argv
@@ -87,6 +88,7 @@ class RemoteExecutor:
         self._aborted = False
         self.failures = 0
         self.infra_failures = 0
+        self.worker_pid = 0  # the current worker's pid on the machine (setup_done), 0: unknown
         self.stats = RemoteStats()
 
     # -- executor interface ---------------------------------------------------
@@ -125,6 +127,8 @@ class RemoteExecutor:
                     report_phase(self.ctx, self.name, phase.DONE)
                     return
                 self.failures += 1
+                if not self._stopping():
+                    self._stop_leftovers()
                 if self.failures >= limit:
                     report_phase(self.ctx, self.name, phase.QUARANTINED, self.failure)
                     if not self._stopping():
@@ -139,6 +143,15 @@ class RemoteExecutor:
         finally:
             self.log.close()
 
+    def _stop_leftovers(self) -> None:
+        """The worker was given up: stop it and its makes on the machine (bounded),
+        before a new worker starts there or the machine is left for good."""
+        answer = stop_leftovers(self.status.config, self.session, DEFAULT_WORK_DIR,
+                                self.worker_pid)
+        self.log.write("!!", f"given-up worker {self.worker_pid or '?'}: {answer}")
+        if self.ctx.args.debug or answer.startswith("FAILED"):
+            self.ctx.log(f"{self.name}: stopping what the lost worker left running: {answer}")
+
     def _stopping(self) -> bool:
         return self.ctx.stop.is_set() or self._aborted
 
@@ -150,6 +163,7 @@ class RemoteExecutor:
             self._quitted = False
         self.failure = ""
         self.dispatcher = None
+        self.worker_pid = 0
         try:
             report_phase(self.ctx, self.name, phase.STARTING)
             session = self._start_up()
@@ -230,6 +244,8 @@ class RemoteExecutor:
         setup = session.request({"cmd": "setup", "work_dir": work_dir}, "setup_done",
                                 SETUP_SECONDS)
         git_dir = str(setup.get("git_dir") or "")
+        pid = setup.get("pid")
+        self.worker_pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else 0
         if not git_dir.startswith("/"):
             raise WorkerLost(f"setup_done without an absolute git_dir: {git_dir!r}")
         report_phase(self.ctx, self.name, phase.PUSHING)

@@ -20,7 +20,7 @@ from typing import Any
 
 from buildfleet.errors import InfraError
 from buildfleet.fleet.protocol import ProtocolError
-from buildfleet.fleet.remote.channel import Channel, ChannelError
+from buildfleet.fleet.remote.channel import Channel, ChannelError, ChannelTimeout
 from buildfleet.model import BuildJob, BuildResult
 from buildfleet.results.writer import UnsafeResult
 
@@ -79,12 +79,21 @@ class RemoteSession:
             raise WorkerLost(str(exc)) from None
 
     def wait_for(self, want: str, timeout: float, accept: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The ``want`` reply within ``timeout``: the step's own bound, not the liveness
+        one, which is for builds (heartbeats flow only while a board builds; a
+        worker starting its python or creating worktrees on a loaded machine is
+        slow, not lost)."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerLost(f"no '{want}' within {timeout:g} s")
-            msg = self.receive(left)
+            try:
+                msg = self.channel.recv(left)
+            except ChannelTimeout:
+                raise WorkerLost(f"no '{want}' within {timeout:g} s") from None
+            except (ChannelError, ProtocolError) as exc:
+                raise WorkerLost(str(exc)) from None
             resp = msg.get("resp")
             if resp == want:
                 return msg

@@ -242,8 +242,9 @@ class Worker:
             self.work = new
             self._start_slots([])
         self.dlog(f"setup: {self.work.path}")
+        # pid: so a boss that gives this worker up can stop it and its makes.
         self.out.send({"resp": "setup_done", "work_dir": str(self.work.path),
-                       "git_dir": str(self.work.git_dir)})
+                       "git_dir": str(self.work.git_dir), "pid": os.getpid()})
         return True
 
     def cmd_configure(self, msg: dict[str, Any]) -> bool:

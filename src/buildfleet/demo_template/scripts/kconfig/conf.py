@@ -443,6 +443,35 @@ def merge_inputs(paths, srctree):
     return "".join(parts)
 
 
+def ask_new(symbols):
+    """Ask for new int/hex symbols that have a prompt but no value and no default.
+
+    As kconfig's conf does: it restarts the configuration and asks each one
+    until it gets a number. With stdin at its end (make's /dev/null under a
+    build tool) no answer ever comes, so it asks forever; build tools must
+    notice the same question asked twice and stop it.
+    """
+    new = [i for i, (_name, kind, val) in enumerate(symbols)
+           if kind in ("int", "hex") and not val]
+    if not new:
+        return symbols
+    symbols = list(symbols)
+    print("*\n* Restart config...\n*", flush=True)
+    while new:
+        i = new[0]
+        name, kind, _ = symbols[i]
+        sys.stdout.write(f"{name.replace('_', ' ').title()} ({name}) [] (NEW) ")
+        sys.stdout.flush()
+        answer = sys.stdin.readline().strip()
+        pattern = r"0x[0-9a-fA-F]+" if kind == "hex" else r"-?[0-9]+"
+        if re.fullmatch(pattern, answer):
+            symbols[i] = (name, kind, answer)
+            new.pop(0)
+        else:
+            sys.stdout.write("\n")
+    return symbols
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--srctree", required=True)
@@ -469,6 +498,8 @@ def main():
             symbols = without_kconfiglib(args.srctree, path)
     finally:
         os.unlink(path)
+    if not args.print:
+        symbols = ask_new(symbols)
     if args.print:
         for name, kind, val in symbols:
             print(f"{name} {kind} {val}")
