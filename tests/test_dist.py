@@ -97,6 +97,21 @@ def normalised_reproducer(build: Path) -> str | None:
     return re.sub(r"(-j ?|NPROC=)\d+", r"\1N", script.read_text())
 
 
+def _bytes(path: Path) -> bytes:
+    """A result file's bytes; for ``err``, without make's job-control line.
+
+    ``make: *** Waiting for unfinished jobs....`` is printed only when another
+    job of a parallel make is still running as one fails: it depends on ``-j``
+    (1 for the local run's 12 boards on 2 CPUs, 2 for a remote slot) and on
+    timing, not on the build. buildman's summary drops it too.
+    """
+    data = path.read_bytes()
+    if path.name == "err":
+        data = b"".join(line for line in data.splitlines(keepends=True)
+                        if not line.startswith(b"make: *** Waiting for unfinished jobs"))
+    return data
+
+
 def tree_differences(local: Path, other: Path) -> list[str]:
     """How ``other`` differs from ``local`` (same boards x commits expected)."""
     diffs: list[str] = []
@@ -116,7 +131,7 @@ def tree_differences(local: Path, other: Path) -> list[str]:
             diffs.append(f"{rel}: file names differ: {sorted(names_a ^ names_b)}")
         for name in SAME_BYTES:
             fa, fb = a / name, b / name
-            if fa.exists() and fb.exists() and fa.read_bytes() != fb.read_bytes():
+            if fa.exists() and fb.exists() and _bytes(fa) != _bytes(fb):
                 diffs.append(f"{rel}/{name} differs")
         # The reproducer: the same script wherever the board was built (make -j may differ).
         if normalised_reproducer(a) != normalised_reproducer(b):
