@@ -325,7 +325,13 @@ def test_local_only_arch_not_built_with_no_local(extra_arch_tree: tuple[Path, Pa
     assert run.rc == 100, run
     not_built = [ln for ln in run.stdout.splitlines() if ln.startswith("Not built")]
     assert len(not_built) == 1 and target in not_built[0], run
-    assert board_dirs(tmp_path / "demo", target) == []
+    # ... and its results say why, as a board without toolchain does in buildman
+    unbuilt = board_dirs(tmp_path / "demo", target)
+    assert len(unbuilt) == 3
+    for path in unbuilt:
+        assert (path / "done").read_bytes() == b"2\n"
+        assert (path / "err").read_text() == (f"Tool chain error for {EXTRA_ARCH}: No tool "
+                                              f"chain found for arch '{EXTRA_ARCH}'")
     others = board_dirs(tmp_path / "demo", "sandbox") + board_dirs(tmp_path / "demo", "acme_arm1")
     assert len(others) == 6
     assert all(host_of(b) in ("Alpha", "beta") for b in others)
