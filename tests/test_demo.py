@@ -103,7 +103,7 @@ def test_build_each_arch(tree: DemoTree, tmp_path: Path, target: str) -> None:
             assert elf.elfclass == 64
     assert (out / "spl" / "u-boot-spl").is_file() == brd.has_spl
     if brd.has_spl:
-        assert (out / "spl" / "u-boot-spl.cfg").read_text().count("CONFIG_SPL_BUILD 1") == 1
+        assert (out / "spl" / "u-boot.cfg").read_text().count("CONFIG_SPL_BUILD 1") == 1
     for name in ("u-boot.bin", "System.map", "u-boot.cfg", ".config",
                  "include/autoconf.mk", "include/generated/autoconf.h"):
         assert (out / name).is_file(), name

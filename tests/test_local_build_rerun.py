@@ -160,8 +160,11 @@ def test_current_source_builds_uncommitted_edit(demo: DemoTree, settings: Path,
     assert done_code(path) == 0
     assert set(ALWAYS) | set(BUILT) <= {p.name for p in path.iterdir()}
     cmds = (path / "out-cmd").read_text().splitlines()
-    assert cmds[0].startswith(f"make O={out}/current/.bm-work/") and cmds[0].endswith(
+    # buildman's layout: the work area and boards.cfg of a current-source build are
+    # in the output directory itself, only the results under current/
+    assert cmds[0].startswith(f"make O={out}/.bm-work/") and cmds[0].endswith(
         "sandbox_defconfig")
+    assert (out / "boards.cfg").is_file() and not (out / "current" / "boards.cfg").exists()
     # the user's checkout is untouched: same status, HEAD and files
     assert git(demo.path, "status", "--porcelain") == status
     assert git(demo.path, "rev-parse", "HEAD") == head

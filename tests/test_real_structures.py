@@ -93,10 +93,18 @@ def test_spl_and_tpl_config_copies(built: tuple) -> None:
         board = tree.board(target)
         names = {p.name for p in (base / target).iterdir()}
         assert {"u-boot.cfg", ".config", "autoconf.mk", "autoconf.h"} <= names
-        assert ("u-boot-spl.cfg" in names) == board.has_spl, (target, names)
-        assert ("u-boot-tpl.cfg" in names) == board.has_tpl, (target, names)
-        if board.has_tpl:
-            assert "CONFIG_TPL_BUILD" in (base / target / "u-boot-tpl.cfg").read_text()
+        # As buildman names them: spl/u-boot.cfg -> u-boot-spl.cfg,
+        # spl/include/autoconf.mk -> autoconf-spl.mk (and the same for TPL)
+        out = _out_dir(base / target)
+        for phase, has in (("spl", board.has_spl), ("tpl", board.has_tpl)):
+            assert (f"u-boot-{phase}.cfg" in names) == has, (target, names)
+            assert (f"autoconf-{phase}.mk" in names) == has, (target, names)
+            if has:
+                assert (base / target / f"u-boot-{phase}.cfg").read_bytes() == \
+                    (out / phase / "u-boot.cfg").read_bytes()
+                assert f"CONFIG_{phase.upper()}_BUILD" in \
+                    (base / target / f"u-boot-{phase}.cfg").read_text()
+        assert not names & {".config-spl", "autoconf-spl.h", ".config-tpl", "autoconf-tpl.h"}
     assert any(tree.board(t).has_tpl for t in BOARDS)
 
 

@@ -216,8 +216,8 @@ def _board_checks(args: argparse.Namespace, src_dir: Path, output_dir: Path) -> 
         warnings: list[str] = []
         found = boards_mod.scan_boards(src_dir, args.threads, warn=warnings.append)
         dest = args.regen_board_list
-        path = (base_dir(output_dir, args.branch, args.no_subdirs) / "boards.cfg"
-                if dest == "-" else Path(dest))
+        home = base_dir(output_dir, args.branch, args.no_subdirs) if args.branch else output_dir
+        path = home / "boards.cfg" if dest == "-" else Path(dest)
         boards_mod.write_boards_cfg(path, found)
         print(f"Wrote {len(found)} boards to {path}")
     else:

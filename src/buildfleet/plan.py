@@ -60,10 +60,18 @@ class RunPlan:
     previous: list[Previous] = field(default_factory=list)
     work_in_output: bool = False   # -w: the one result lives in ``base`` itself, O= too
     readjusted: int = 0            # results rebuilt because -a/--fragments changed
+    # buildman's "build directory": where boards.cfg and .bm-work live. The
+    # branch directory for a branch, the output directory itself for the
+    # current source (whose results still go under current/).
+    home: Path | None = None
 
     def result_dir(self, commit: Commit, target: str) -> Path:
         """Where a board's result at ``commit`` lives."""
         return self.base if self.work_in_output else build_dir(self.base, commit, target)
+
+    @property
+    def build_home(self) -> Path:
+        return self.home if self.home is not None else self.base
 
     @property
     def boards(self) -> list[Board]:
@@ -255,7 +263,8 @@ def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
                 else output_dir)
     else:
         base = base_dir(output_dir, args.branch, args.no_subdirs)
-    all_boards = load_boards(args, src_dir, base)
+    home = base if args.branch or args.work_in_output else output_dir
+    all_boards = load_boards(args, src_dir, home)
     selection = select(args, all_boards)
     nboards = len(selection.boards)
     if args.work_in_output:
@@ -271,7 +280,7 @@ def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
     git_dir = None if args.branch is None else gitutil.git_dir(src_dir)
     plan = RunPlan(src_dir, git_dir, args.branch, all_commits, commits, selection, base,
                    threads, jobs, args.jobs is not None, flags,
-                   work_in_output=args.work_in_output)
+                   work_in_output=args.work_in_output, home=home)
     for board in selection.boards:
         todo = []
         for commit in commits:
@@ -309,7 +318,7 @@ def dry_run_lines(plan: RunPlan, verbose: bool) -> list[str]:
         f"Building {what} for {len(plan.boards)} boards ({plan.threads} thread"
         f"{'s' if plan.threads != 1 else ''}, {plan.jobs} job"
         f"{'s' if plan.jobs != 1 else ''} per thread)",
-        f"Build directory: {plan.base}",
+        f"Build directory: {plan.build_home}",
     ]
     if not plan.current_source:
         for commit in plan.commits:
@@ -319,4 +328,4 @@ def dry_run_lines(plan: RunPlan, verbose: bool) -> list[str]:
 
 
 def slot_root(plan: RunPlan) -> Path:
-    return work_dir(plan.base)
+    return work_dir(plan.build_home)

@@ -8,6 +8,7 @@ into the tree alike, and a worker can send exactly what a local slot keeps.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import threading
@@ -28,21 +29,11 @@ ELF_IMAGES = ("u-boot", "spl/u-boot-spl", "tpl/u-boot-tpl")
 TOOL_TIMEOUT = 60.0
 _FILE_FORMAT_RE = re.compile(rb"file format ([A-Za-z0-9_.-]+)")
 
-# (path under O=, name in the result directory)
-CONFIG_COPIES = (
-    ("u-boot.cfg", "u-boot.cfg"),
-    ("spl/u-boot-spl.cfg", "u-boot-spl.cfg"),
-    ("tpl/u-boot-tpl.cfg", "u-boot-tpl.cfg"),
-    (".config", ".config"),
-    ("spl/.config", ".config-spl"),
-    ("tpl/.config", ".config-tpl"),
-    ("include/autoconf.mk", "autoconf.mk"),
-    ("spl/include/autoconf.mk", "autoconf-spl.mk"),
-    ("tpl/include/autoconf.mk", "autoconf-tpl.mk"),
-    ("include/generated/autoconf.h", "autoconf.h"),
-    ("spl/include/generated/autoconf.h", "autoconf-spl.h"),
-    ("tpl/include/generated/autoconf.h", "autoconf-tpl.h"),
-)
+# Config files kept from each build (paths under O=), looked for in the build
+# directory itself and in its spl/ and tpl/ subdirectories (buildman's set).
+CONFIG_PATTERNS = ("u-boot.cfg", "spl/u-boot-spl.cfg", "tpl/u-boot-tpl.cfg", ".config",
+                   "include/autoconf.mk", "include/generated/autoconf.h")
+PHASES = ("", "spl", "tpl")
 
 KEEP_PATTERNS = ("u-boot*", "*.map", "MLO", "SPL", "include/autoconf.mk", "spl/u-boot-spl*",
                  "tpl/u-boot-tpl*", "vpl/u-boot-vpl*", "*.bin", "*.rom", "*.itb", "*.img")
@@ -290,13 +281,32 @@ def capture_images(out_dir: Path, tool: Mapping[str, str],
     return files
 
 
+def config_copies(out_dir: Path) -> dict[str, Path]:
+    """Result-file name -> file under O=, for every config file the build left.
+
+    buildman's naming: a file found under ``spl/`` or ``tpl/`` gets the phase
+    before its extension, so real U-Boot's ``spl/u-boot.cfg`` becomes
+    ``u-boot-spl.cfg`` and ``spl/include/autoconf.mk`` ``autoconf-spl.mk``.
+    Later phases win a name, as in buildman (``spl/u-boot.cfg`` over
+    ``spl/u-boot-spl.cfg``). A name with no extension (``spl/.config``) gets
+    the phase appended (``.config-spl``) instead of replacing ``.config``.
+    """
+    copies: dict[str, Path] = {}
+    for phase in PHASES:
+        for pattern in CONFIG_PATTERNS:
+            path = out_dir / phase / pattern
+            if not path.is_file():
+                continue
+            name = path.name
+            if phase:
+                stem, ext = os.path.splitext(name)
+                name = f"{stem}-{phase}{ext}" if ext else f"{name}-{phase}"
+            copies[name] = path
+    return copies
+
+
 def capture_configs(out_dir: Path) -> dict[str, bytes]:
-    files = {}
-    for rel, name in CONFIG_COPIES:
-        path = out_dir / rel
-        if path.is_file():
-            files[name] = path.read_bytes()
-    return files
+    return {name: path.read_bytes() for name, path in config_copies(out_dir).items()}
 
 
 def capture_kept_outputs(out_dir: Path) -> dict[str, bytes]:
