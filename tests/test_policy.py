@@ -363,7 +363,6 @@ def test_load_history_of_missing_tree_is_empty(tmp_path: Path) -> None:
     assert m.estimate(Board("x", "arm")) == 1.0
 
 
-
 # ---- the ETA of the live view ------------------------------------------------------------
 
 def test_eta_is_the_policy_plan_carried_to_the_last_board() -> None:
