@@ -8,7 +8,12 @@ reports, per load: the time from navigation to the load event, to the first
 contentful paint, and to two animation frames after the load event (the grid
 drawn and the page's script done), plus the time the page takes to apply a
 filter (arch, then a text that searches the error lines) and to sort the
-grid. Figures go in the README's performance table.
+grid. Side by side, in alternation, it loads the bare grid (the same 15,000
+cells in a plain table: no style, no script, no plots, no error lines), and
+prints last the ratio of the report's load to the bare grid's: what the
+report's features cost over the table any page of these results must draw,
+a figure a busy shared machine disturbs far less than the absolute times.
+Figures go in the README's performance table.
 
 Usage: python3 bench/html_report.py [--boards N] [--commits N] [--loads N] [--keep DIR]
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import re
 import statistics
 import sys
 import tempfile
@@ -49,6 +55,13 @@ new Promise(function(done){
   });});
 })
 """
+
+def bare_grid(page: str) -> str:
+    """The same grid rows in a plain page: the floor any page of these results pays."""
+    start, end = page.index("<table"), page.index("</table>") + len("</table>")
+    table = re.sub(r"<colgroup>.*?</colgroup>", "", page[start:end], flags=re.S)
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>{table}</body></html>"
+
 
 ACTIONS = {
     "filter arch=arm": "var s=document.getElementById('arch');s.value='arm';"
@@ -83,12 +96,18 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         path = out / "index.html"
         path.write_bytes(data)
+        bare = out / "bare.html"
+        bare.write_text(bare_grid(page))
         print(f"page: {args.boards} boards x {args.commits} commits = "
               f"{args.boards * args.commits} cells; {len(data) / 1e6:.2f} MB "
               f"({len(gzip.compress(data)) / 1e6:.2f} MB gzipped); rendered in {render_s:.2f} s")
-        loads, fcps, drawn = [], [], []
+        loads, fcps, drawn, bare_drawn = [], [], [], []
         with Browser(binary, Path(tmp) / "profile") as browser:
             for _ in range(args.loads):
+                start = time.perf_counter()
+                browser.load(bare.as_uri())
+                browser.js(TIMING_JS)
+                bare_drawn.append((time.perf_counter() - start) * 1000)
                 start = time.perf_counter()
                 browser.load(path.as_uri())
                 timing = browser.js(TIMING_JS)
@@ -104,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, action in ACTIONS.items():
                 result = browser.js(ACTION_JS % action)
                 print(f"{name}: {result['ms']:.0f} ms ({result['shown']} boards shown)")
+        ours, floor = statistics.median(drawn), statistics.median(bare_drawn)
+        print(f"bare grid drawn: median {floor:.0f} ms; report / bare grid: {ours / floor:.2f}")
     return 0
 
 
