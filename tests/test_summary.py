@@ -278,3 +278,24 @@ def test_reader(tree: Path, tmp_path: Path) -> None:
     assert remote is not None and remote.return_code == -1 and remote.outcome.name == "ERROR"
     assert list(remote.sizes) == ["u-boot"] and remote.sizes["u-boot"]["text"] == 1000
     assert remote.config == {"u-boot.cfg": {"CONFIG_X": "1"}}
+
+
+def test_blank_lines_in_err_are_lines_as_in_buildman(tmp_path: Path) -> None:
+    """A blank line inside a compiler's message (rustc prints them) is an error line
+    of its own, as buildman shows it; -Y drops empty lines, as buildman's -Y does."""
+    commit = Commit(0, "a" * 40, "Rust demo")
+    board = Board("qemu-riscv64", "riscv64")
+    result = build_dir(tmp_path, commit, board.target)
+    result.mkdir(parents=True)
+    (result / "done").write_text("2")
+    (result / "err").write_text("error[E0463]: can't find crate for `core`\n  |\n\n"
+                                "error: aborting due to 1 previous error\n")
+    lines = summary(tmp_path, ["-e", "-l"], boards=[board], commits=[commit])
+    assert lines[2:6] == [
+        "+(qemu-riscv64) error[E0463]: can't find crate for `core`",
+        "+(qemu-riscv64)   |",
+        "+(qemu-riscv64) ",
+        "+(qemu-riscv64) error: aborting due to 1 previous error",
+    ], lines
+    assert "+(qemu-riscv64) " not in summary(tmp_path, ["-e", "-l", "-Y"], boards=[board],
+                                             commits=[commit])

@@ -61,13 +61,19 @@ def drop_migration_blocks(lines: list[str]) -> list[str]:
 
 def filter_err_lines(lines: Iterable[str], filter_dtb: bool = False,
                      filter_migration: bool = False) -> list[str]:
-    """The stderr lines worth reporting: no make noise, no blank lines, -y/-Y applied."""
+    """The stderr lines worth reporting: no make noise, -y/-Y applied.
+
+    A blank line is a line of the message (a compiler such as rustc prints
+    them inside its errors), as buildman counts it; only with -Y, whose
+    filtering rewraps the text, does buildman drop empty lines, and so does
+    this.
+    """
     kept = [line.rstrip("\r\n") for line in lines]
     if filter_migration:
-        kept = drop_migration_blocks(kept)
+        kept = [line for line in drop_migration_blocks(kept) if line]
     out = []
     for line in kept:
-        if not line.strip() or RE_MAKE_NOISE.search(line):
+        if RE_MAKE_NOISE.search(line):
             continue
         if filter_dtb and RE_DTB_WARNING.search(line):
             continue
@@ -102,8 +108,6 @@ def split_errors_warnings(err_lines: Iterable[str]) -> tuple[list[str], list[str
     context: str | None = None
     last_was_warning = False
     for line in err_lines:
-        if not line:
-            continue
         if RE_FUNCTION.match(line) or RE_FILES.match(line):
             context = line
             continue

@@ -33,7 +33,7 @@ class StoredResult:
     """One build directory, read back.
 
     ``err_lines`` are the lines of ``err`` after the -y/-Y filters, without
-    newlines and without blank lines. ``func_sizes`` maps an ELF name as
+    newlines (blank lines kept, as buildman keeps them). ``func_sizes`` maps an ELF name as
     buildman names its ``.sizes`` file (``u-boot``, ``spl-u-boot-spl``) to
     symbol sizes. ``config`` maps a config file name (``u-boot.cfg``...) to
     its options; only files that exist are present.
