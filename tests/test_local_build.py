@@ -35,6 +35,7 @@ from bfrun import (
     sizes_of,
 )
 from buildfleet.demo import DemoTree, make_demo_tree
+from buildfleet.plan import cpu_count
 
 BOARDS = ["sandbox", "acme_arm1", "acme_arm2", "globex_a64", "initech_rv2"]
 
@@ -227,7 +228,9 @@ def test_incremental_builds_and_retry(branch_run: BranchRun) -> None:
         for rev in branch_run.revs[1:]:
             path = branch_run.dir(rev.seq, target)
             cmds = make_lines(path)
-            assert all(c.startswith("make O=") and " -j" in c for c in cmds), cmds
+            # one make jobserver for the machine: no -j, NPROC its size
+            assert all(c.startswith("make O=") and " -j" not in c
+                       and re.search(rf" NPROC={cpu_count()}( |$)", c) for c in cmds), cmds
             assert all("LOCALVERSION=-bftest" in c for c in cmds) == (target == "sandbox")
             if target == tree.broken_target and rev.seq == broken_seq:
                 # failed incrementally, then retried after configuring; as in
@@ -269,10 +272,12 @@ def _top(demo: DemoTree, n: int) -> list[Rev]:
 
 def test_force_reconfig_and_mrproper(demo: DemoTree, settings: Path, tmp_path: Path) -> None:
     run = _build(demo, settings, tmp_path, "-b", "demo", "-c", "3", "--boards", "sandbox",
-                 "-C", "-m")
+                 "-C", "-m", "-j", "3")
     assert run.returncode == 0, run
     for rev in _top(demo, 3):
         cmds = make_lines(result_dir(tmp_path / "demo", rev, "sandbox"))
+        # -j given: make gets it, as in buildman (no shared jobserver)
+        assert all(re.search(" -s -j 3 NPROC=3( |$)", c) for c in cmds), cmds
         assert [c.split()[-1] for c in cmds] == ["mrproper", "sandbox_defconfig",
                                                  cmds[-1].split()[-1]], cmds
         assert "_defconfig" not in cmds[-1] and "mrproper" not in cmds[-1]

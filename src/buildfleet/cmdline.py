@@ -58,6 +58,9 @@ def _add_build(p: argparse.ArgumentParser) -> None:
                    help="do not reconfigure and retry after a failed incremental build")
     g.add_argument("-m", "--mrproper", action="store_true",
                    help="run 'make mrproper' before every configure")
+    g.add_argument("--no-jobserver", action="store_true",
+                   help="give each board's make its own -j instead of one shared "
+                        "make jobserver per machine")
     g.add_argument("--fallback-mrproper", action="store_true",
                    help="run 'make mrproper' only in the retry after a failure")
     g.add_argument("--config-only", action="store_true",

@@ -36,6 +36,7 @@ from buildfleet.demo_sources import (
     board_header,
     board_source_c,
     buildman_file,
+    bulk_c,
     defconfig_text,
     feature_x_c,
     fragment_files,
@@ -241,12 +242,15 @@ def _commit(root: Path, subject: str, body: str, when: int) -> str:
 
 
 def make_demo_tree(path: Path, boards: int = 8, commits: int = 4,
-                   extra_archs: Mapping[str, str] | None = None) -> DemoTree:
+                   extra_archs: Mapping[str, str] | None = None,
+                   bulk: Mapping[str, int] | None = None) -> DemoTree:
     """Write the demo tree at ``path`` (new or empty) and return what it holds.
 
     ``extra_archs`` maps an arch no standard board uses to its cross prefix
     (e.g. ``{"m68k": "/opt/m68k/bin/m68k-linux-gnu-"}``): each adds one plain
     board, :func:`extra_target` of the arch, present from the first commit.
+    ``bulk`` maps a target to a number of extra source files in its board
+    directory (``bulk/``), making it much longer to build than the others.
     """
     path = Path(path)
     if commits < 1:
@@ -264,6 +268,11 @@ def make_demo_tree(path: Path, boards: int = 8, commits: int = 4,
 
     path.mkdir(parents=True, exist_ok=True)
     _write(path, _base_files(brds))
+    for target, count in (bulk or {}).items():
+        if target not in names:
+            raise DemoError(f"bulk board {target!r} is not one of the tree's boards")
+        board_dir = next(b for b in brds if b.target == target).board_dir
+        _write(path, {f"{board_dir}/bulk/bulk_{i:03d}.c": bulk_c(i) for i in range(count)})
     _git(path, "init", "-q", "-b", "main")
     for key, val in (("user.name", "Demo Developer"), ("user.email", "dev@example.com"),
                      ("commit.gpgsign", "false"), ("core.autocrlf", "false")):

@@ -284,6 +284,29 @@ def table_c(entries: int) -> str:
             "\t\t\treturn demo_table[i].value;\n\treturn -1;\n}\n")
 
 
+def bulk_c(index: int, functions: int = 12) -> str:
+    """One of a long board's extra sources: real work for the optimiser.
+
+    Each function is a small state machine over a table, unrolled and inlined
+    at -Os, so one file costs gcc a noticeable fraction of a second; a board
+    with many of them builds far longer than the others (for benchmarks).
+    """
+    parts = ["// SPDX-License-Identifier: GPL-2.0+\n#include <demo.h>\n\n"]
+    for fn in range(functions):
+        name = f"bulk_{index}_{fn}"
+        parts.append(
+            f"static const unsigned int {name}_tab[64] = {{"
+            + ", ".join(str((index * 131 + fn * 17 + k * 29) % 251) for k in range(64))
+            + "};\n\n"
+            f"unsigned int {name}(unsigned int x)\n{{\n\tunsigned int i, acc = x;\n\n"
+            "\tfor (i = 0; i < 64; i++) {\n"
+            f"\t\tswitch ((acc ^ {name}_tab[i]) & 7) {{\n"
+            + "".join(f"\t\tcase {c}: acc = acc * {2 * c + 3} + {name}_tab[(i + {c}) & 63];"
+                      " break;\n" for c in range(8))
+            + "\t\t}\n\t}\n\treturn acc;\n}\n\n")
+    return "".join(parts)
+
+
 def feature_x_c(warn: bool) -> str:
     body = "\tint retries = 3;\n\n" if warn else ""
     return ("// SPDX-License-Identifier: GPL-2.0+\n#include <demo.h>\n\n"

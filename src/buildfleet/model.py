@@ -93,6 +93,8 @@ class BuildFlags:
     dtc_skip: bool = False             # --dtc-skip: DTC=<the machine's own dtc>
     # Seconds one board x commit may build before its make is stopped; 0: no limit.
     build_timeout: float = DEFAULT_BUILD_TIMEOUT
+    # One make jobserver per machine for all its slots (else make -j per board).
+    jobserver: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

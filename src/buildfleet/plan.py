@@ -163,6 +163,7 @@ def build_flags(args: argparse.Namespace, settings: Settings, selected: list[Boa
         build_timeout=next(t for t in (getattr(args, "build_timeout", None),
                                        settings.build_timeout, DEFAULT_BUILD_TIMEOUT)
                            if t is not None),
+        jobserver=not args.no_jobserver,
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from buildfleet.build.builder import Builder
+from buildfleet.build.jobserver import Jobserver
 from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.workspace import prepare_slots
 from buildfleet.fleet import status as phase
@@ -94,6 +95,15 @@ def local_make_jobs(plan: RunPlan, nslots: int) -> Callable[[int], int]:
         return max(plan.jobs, make_jobs(cpus, nslots, active))
 
     return jobs
+
+
+def local_jobserver(plan: RunPlan, nslots: int) -> Jobserver | None:
+    """This machine's make jobserver: one token per CPU thread (or per slot, if
+    more slots were asked for). None with ``-j`` (make gets that -j, as in
+    buildman) or ``--no-jobserver``."""
+    if plan.jobs_fixed or not plan.flags.jobserver:
+        return None
+    return Jobserver(max(cpu_count(), nslots))
 
 
 def verbose_printer(plan: RunPlan, args: argparse.Namespace, log: Callable[[str], None],
@@ -304,7 +314,11 @@ def _start_local(ctx: RunContext, toolchains: Toolchains,
     if plan.work_in_output:
         for slot in slots:  # -w: make's O= is the output directory itself
             slot.fixed_out = plan.base
-    builder = Builder(plan.flags, toolchains, kconfig_check=not args.no_kconfig_check)
+    jobserver = local_jobserver(plan, nslots)
+    if jobserver is not None:
+        ctx.closers.append(jobserver.close)
+    builder = Builder(plan.flags, toolchains, kconfig_check=not args.no_kconfig_check,
+                      jobserver=jobserver)
 
     archs = toolchains.archs()
 

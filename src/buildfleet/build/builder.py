@@ -20,6 +20,7 @@ from pathlib import Path
 
 from buildfleet import gitutil
 from buildfleet.build import adjust, capture
+from buildfleet.build.jobserver import Jobserver
 from buildfleet.build.makecmd import STALE_ELFS, build_targets, common_args
 from buildfleet.build.makerun import BuildInterrupted, run_make
 from buildfleet.build.workspace import (
@@ -104,11 +105,16 @@ def find_dtc(env: dict[str, str]) -> str | None:
 
 
 class Builder:
-    """Builds boards; one instance is shared by all slots of a machine."""
+    """Builds boards; one instance is shared by all slots of a machine.
+
+    With a ``jobserver`` (the machine's), every make draws its jobs from it and
+    gets no ``-j``; without, make gets ``-j`` from the slot runner's share.
+    """
 
     def __init__(self, flags: BuildFlags, toolchains: Toolchains, host: str = "",
-                 kconfig_check: bool = True) -> None:
+                 kconfig_check: bool = True, jobserver: Jobserver | None = None) -> None:
         self.flags = flags
+        self.jobserver = jobserver
         # Checked when the run starts (cli, worker configure): valid here.
         self.adjustments = adjust.parse_adjust_args(flags.adjust_cfg)
         self.toolchains = toolchains
@@ -235,8 +241,9 @@ class Builder:
         BuildInterrupted with the mark left in place, and a make ended by a
         guard (time limit, Kconfig loop) returns ``stopped`` with it left too.
         """
-        args = common_args(self.flags, out_dir, jobs, board.target,
-                           slot.source_dir if slot.checkout else None)
+        js = self.jobserver
+        args = common_args(self.flags, out_dir, js.size if js else jobs, board.target,
+                           slot.source_dir if slot.checkout else None, jobserver=js is not None)
         result = MakeOutcome()
         config_out = ""
         obj = out_dir if out_dir is not None else slot.source_dir
@@ -249,7 +256,16 @@ class Builder:
             result.commands.append(shlex.join(argv))  # buildman's join, quoted where needed
             if result.stopped:
                 return STOPPED_RC, "", ""
-            run = run_make(argv, slot.source_dir, env, stop, deadline, timeout_text)
+            if js is None:
+                run = run_make(argv, slot.source_dir, env, stop, deadline, timeout_text)
+            else:
+                if not js.acquire(stop):
+                    raise BuildInterrupted()
+                try:
+                    run = run_make(argv, slot.source_dir, js.environ(env), stop, deadline,
+                                   timeout_text, js.fds)
+                finally:
+                    js.release()
             if run.stopped:
                 result.stopped = run.stopped
                 return STOPPED_RC, run.stdout, run.stderr + run.stopped + "\n"

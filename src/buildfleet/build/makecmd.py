@@ -11,19 +11,23 @@ STALE_ELFS = ("u-boot", "spl/u-boot-spl", "tpl/u-boot-tpl")
 
 
 def common_args(flags: BuildFlags, out_dir: Path | None, jobs: int, target: str,
-                checkout: Path | None = None) -> list[str]:
+                checkout: Path | None = None, jobserver: bool = False) -> list[str]:
     """Arguments every make call of a board gets, in buildman's order and spelling.
 
     ``checkout`` is the worktree make runs in for a branch build: there ``O=``
     is relative to it (``O=build``, ``O=../<target>`` with -P), as buildman
-    writes it; a current-source build gets an absolute ``O=``.
+    writes it; a current-source build gets an absolute ``O=``. With a shared
+    ``jobserver`` make gets no ``-j`` (it would start its own jobserver), only
+    ``NPROC=jobs``, the jobs it may take at most.
     """
     args: list[str] = []
     if out_dir is not None:
         where = os.path.relpath(out_dir, checkout) if checkout is not None else str(out_dir)
         args.append(f"O={where}")
     args.append("V=1" if flags.verbose_build else "-s")
-    args += ["-j", str(jobs), f"NPROC={jobs}"]
+    if not jobserver:
+        args += ["-j", str(jobs)]
+    args.append(f"NPROC={jobs}")
     if flags.warnings_as_errors:
         args += ["KCFLAGS=-Werror", "HOSTCFLAGS=-Werror"]
     if flags.allow_missing:

@@ -106,7 +106,8 @@ def _exited(pid: int) -> bool:
 
 
 def run_make(argv: list[str], cwd: Path, env: dict[str, str], stop: threading.Event,
-             deadline: float | None = None, timeout_text: str = "") -> MakeRun:
+             deadline: float | None = None, timeout_text: str = "",
+             pass_fds: tuple[int, ...] = ()) -> MakeRun:
     """Run one make in a new session, stdin /dev/null, watching it until it ends.
 
     ``deadline`` is a ``time.monotonic()`` value; past it the group is killed
@@ -114,11 +115,12 @@ def run_make(argv: list[str], cwd: Path, env: dict[str, str], stop: threading.Ev
     set at any point before the result is returned (the group is killed first).
     When make ends, whatever is left in its group (a compiler that outlived a
     killed make) is killed too, so nothing keeps writing into the build
-    directory. Output is decoded as UTF-8 with replacement.
+    directory. Output is decoded as UTF-8 with replacement. ``pass_fds``:
+    descriptors make inherits (the machine's jobserver pipe).
     """
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, pass_fds=pass_fds)
     assert proc.stdout is not None and proc.stderr is not None
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     streams = {out_fd: bytearray(), err_fd: bytearray()}

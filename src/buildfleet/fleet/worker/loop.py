@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from buildfleet.build.adjust import FRAGMENT_RE, AdjustError, parse_adjust_args
 from buildfleet.build.builder import Builder, Slot, find_dtc, prepare_slots
+from buildfleet.build.jobserver import Jobserver
 from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.slot_runner import SlotRunner
 from buildfleet.fleet.protocol import (
@@ -173,6 +174,7 @@ class Worker:
         self.closing = False
         self.inbox: queue.Queue[_Item] = queue.Queue()
         self.runners: list[SlotRunner] = []
+        self.jobserver: Jobserver | None = None
 
     def dlog(self, msg: str) -> None:
         if self.debug:
@@ -267,7 +269,12 @@ class Worker:
             raise CommandError("configure: --dtc-skip: Cannot find dtc on this machine")
         tcs = load_toolchains(hint, self.log)
         self.flags = flags
-        self.builder = Builder(flags, tcs, host=self.host)
+        if flags.jobserver and self.jobserver is None:
+            # The machine's one jobserver: kept across configures and build
+            # generations, so makes still ending share it with new ones.
+            self.jobserver = Jobserver(self.nthreads)
+        self.builder = Builder(flags, tcs, host=self.host,
+                               jobserver=self.jobserver if flags.jobserver else None)
         if self.runner is not None:
             self.runner.builder = self.builder
         self.toolchain_map = tcs.to_map()
