@@ -59,6 +59,8 @@ class MakeOutcome:
     commands: list[str] = field(default_factory=list)
     stopped: str = ""  # why buildfleet ended a make of this build, if it did
     killed: int = 0  # the signal that ended a make buildfleet did not stop
+    configured: bool = False  # this attempt configured (defconfig) first
+    build_failed: bool = False  # the configure (if any) worked and the build's make failed
 
 
 def env_file(env: dict[str, str]) -> bytes:
@@ -102,6 +104,21 @@ def config_changed(changed: list[str], board: Board, fragments: tuple[str, ...] 
 def find_dtc(env: dict[str, str]) -> str | None:
     """``--dtc-skip``: the ``dtc`` on the build's PATH, or None."""
     return shutil.which("dtc", path=env.get("PATH"))
+
+
+def config_inputs_changed(changed: list[str]) -> bool:
+    """Could any board's ``.config`` differ between two commits (a cautious answer)?
+
+    Anything a configure reads: Kconfig files, every defconfig and fragment
+    (``configs/``, ``*_defconfig``, ``*.config``, so ``#include``d ones too),
+    the configurator (``scripts/kconfig/``) and the top Makefile.
+    """
+    for name in changed:
+        base = name.rsplit("/", 1)[-1]
+        if (base.startswith("Kconfig") or base.endswith(("_defconfig", ".config"))
+                or name.startswith(("configs/", "scripts/kconfig/")) or name == "Makefile"):
+            return True
+    return False
 
 
 class Builder:
@@ -162,6 +179,7 @@ class Builder:
         if fixed and out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)  # -w: the user's directory, never wiped
         need_config = True
+        keep_config = False
         previous: str | None = None
         for index, commit in enumerate(job.commits):
             if stop.is_set():
@@ -169,6 +187,8 @@ class Builder:
             start = time.monotonic()
             # Never trusted: another board's directory, or one a make did not finish.
             mrproper = self.flags.mrproper
+            if keep_config and unfinished(out_dir or slot.source_dir):
+                keep_config = False
             if out_dir is not None and not fixed:
                 if index == 0 and self.flags.force_build:
                     wipe_out_dir(out_dir, board.target)
@@ -181,6 +201,10 @@ class Builder:
             if slot.checkout and commit.hash is not None:
                 gitutil.checkout(slot.source_dir, commit.hash)
             configure = need_config or self.flags.force_reconfig
+            if (configure and keep_config and not self.flags.force_reconfig and previous
+                    and commit.hash and not config_inputs_changed(
+                        self.changed_files(slot.source_dir, previous, commit.hash))):
+                configure = False
             if (not configure and self.kconfig_check and previous and commit.hash
                     and config_changed(self.changed_files(slot.source_dir, previous,
                                                           commit.hash), board,
@@ -199,6 +223,13 @@ class Builder:
                 outcome = self._build_commit(board, slot, out_dir, env, make_jobs(),
                                              True, mrproper, stop, deadline)
             need_config = outcome.return_code != 0
+            # A build that failed right after a good configure leaves a .config
+            # fresh from this commit: configuring again at the next commit
+            # (buildman's rule after any failure) would write the same .config
+            # with new timestamps, and kbuild then recompiles nearly everything
+            # (U-Boot's syncconfig touches include/config/*.h). So the next
+            # commit keeps it unless an input of the configuration changed.
+            keep_config = need_config and outcome.configured and outcome.build_failed
             if outcome.stderr:
                 forget_objects(out_dir, slot.source_dir, outcome.stderr)
             previous = commit.hash
@@ -294,6 +325,7 @@ class Builder:
             config_out += out
             result.stderr += err
             result.return_code = rc
+            result.configured = True
             if rc == 0 and self.adjustments:
                 rc, out = self._apply(wanted, obj, make, result)
                 config_out += out
@@ -306,6 +338,8 @@ class Builder:
             result.stderr += err
             if rc == 2 and "Some images are invalid" in err:
                 result.return_code = 0
+            result.build_failed = (result.return_code != 0 and not result.stopped
+                                   and not result.killed)
             if wanted:
                 # make may have re-run Kconfig (an incremental build after a
                 # Kconfig change): the adjustments must still hold.

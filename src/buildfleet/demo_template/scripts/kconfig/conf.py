@@ -412,14 +412,11 @@ def write_outputs(objdir, symbols):
         os.path.join(gen, "autoconf.h"): header,
         os.path.join(objdir, "include", "autoconf.mk"): make,
     }
+    # Always rewritten, unchanged or not, as U-Boot's kconfig rewrites .config
+    # at every defconfig and its syncconfig then marks the objects that use
+    # the symbols stale: every configure costs a full rebuild of the board.
     for path, lines in files.items():
         text = "\n".join(lines) + "\n"
-        try:
-            with open(path, encoding="utf-8") as inf:
-                if inf.read() == text:
-                    continue  # unchanged: keep the timestamp, so make stays incremental
-        except OSError:
-            pass
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as outf:
             outf.write(text)
