@@ -229,6 +229,14 @@ def test_shipped_zipapp_runs_on_a_machine_that_never_saw_buildfleet(
     res = run_ssh(mach, ssh_session, f"python3 {shlex.quote(remote)} --version", timeout=60)
     assert res.ok, res.error
     assert res.text.strip() == f"buildfleet {__version__}"
+    # A damaged copy (truncated by a full disk, say) is found out and replaced.
+    run_ssh(mach, ssh_session, f"truncate -s 1000 {shlex.quote(remote)}", timeout=30)
+    said: list[str] = []
+    assert ensure_shipped(mach, ssh_session, "~/.buildfleet-worker", zipapp=app,
+                          log=said.append) == remote
+    assert len(said) == 1 and "1000 bytes" in said[0] and "shipping it again" in said[0]
+    assert run_ssh(mach, ssh_session, f"sha256sum {shlex.quote(remote)}",
+                   timeout=30).text.split()[0] == app.sha256
 
 
 @pytest.mark.sshd

@@ -18,7 +18,7 @@ import os
 import shlex
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,28 +135,37 @@ def build_zipapp(cache_dir: Path | None = None) -> Zipapp:
 
 def ensure_shipped(machine: MachineConfig, session: SshSession,
                    work_dir: str = DEFAULT_WORK_DIR, *, zipapp: Zipapp | None = None,
-                   cache_dir: Path | None = None) -> str:
+                   cache_dir: Path | None = None,
+                   log: Callable[[str], None] | None = None) -> str:
     """Make sure ``<work_dir>/.tool/<name>.pyz`` is on the machine; return its absolute path.
 
-    The file is sent only if missing, through a temporary name and ``mv`` so a
-    half-copied file is never taken for a complete one.
+    The file there is checked by size and SHA-256 (a name alone would trust a
+    truncated or damaged copy for ever); it is sent when missing or different,
+    through a temporary name and ``mv`` so a half-copied file is never taken
+    for a complete one. ``log`` hears why a present copy was replaced.
     """
     app = zipapp if zipapp is not None else build_zipapp(cache_dir)
     tool_dir = f"{work_dir.rstrip('/')}/{TOOL_DIR}"
     name = shlex.quote(app.name)
+    # One line: "<state> <size> <sha256> <dir>"; the dir last, as it may hold spaces.
     check = (f"mkdir -p {remote_path(tool_dir)} && cd {remote_path(tool_dir)} && "
-             f"if test -f {name}; then echo \"present $(pwd)\"; "
-             f"else echo \"missing $(pwd)\"; fi")
+             f"if test -f {name}; then echo \"present $(wc -c < {name}) "
+             f"$(sha256sum < {name} | cut -c1-64) $(pwd)\"; "
+             f"else echo \"missing 0 - $(pwd)\"; fi")
     res = run_ssh(machine, session, check, timeout=CHECK_TIMEOUT_S)
     if not res.ok:
         raise ShipError(f"cannot prepare {tool_dir} on {machine.name}: {res.error}")
-    words = res.text.strip().splitlines()[-1:] if res.text.strip() else []
-    state, _, abs_dir = words[0].partition(" ") if words else ("", "", "")
+    line = res.text.strip().splitlines()[-1] if res.text.strip() else ""
+    state, size, digest, abs_dir = (line.split(" ", 3) + ["", "", "", ""])[:4]
     if state not in ("present", "missing") or not abs_dir.startswith("/"):
         raise ShipError(f"unexpected answer from {machine.name}: {res.text.strip()[:100]!r}")
     remote = f"{abs_dir}/{app.name}"
     if state == "present":
-        return remote
+        if size.strip() == str(app.path.stat().st_size) and digest == app.sha256:
+            return remote
+        if log is not None:
+            log(f"{machine.name}: the shipped {app.name} is damaged ({size.strip()} bytes, "
+                f"expected {app.path.stat().st_size}, or another hash); shipping it again")
     tmp = shlex.quote(f".{app.name}.upload")
     upload = (f"cd {shlex.quote(abs_dir)} && cat > {tmp}.$$ && chmod 644 {tmp}.$$ && "
               f"mv -f {tmp}.$$ {name}")
