@@ -158,13 +158,15 @@ def _compiler_lines(err: Path) -> list[str]:
 
 
 def machine_boards(stdout: str) -> dict[str, int]:
-    """Boards per machine from the ``Machines:`` closing block."""
+    """Boards per remote machine from the ``Machines:`` closing block."""
     lines = stdout.splitlines()
     assert "Machines:" in lines, stdout
     block = lines[lines.index("Machines:") + 1:]
     found: dict[str, int] = {}
     for line in block:
         match = re.match(r"^  (\S+): (\d+) boards, ", line)
+        if match and match.group(1) == "local":
+            continue
         if match:
             found[match.group(1)] = int(match.group(2))
         elif not line.startswith("  "):
@@ -300,7 +302,8 @@ def test_both_machines_took_work(fleet: Fleet) -> None:
         assert boards["Alpha"] > 0 and boards["beta"] > 0, run
         assert "Offline: unavailable" in run.stdout, run
     assert sum(machine_boards(fleet.no_local.stdout).values()) == len(fleet.tree.boards)
-    assert re.search(r"^  local: \d+ results$", fleet.dist.stdout, re.M), fleet.dist
+    assert re.search(r"^  local: \d+ boards, \d+ results, \d+ slots, busy ", fleet.dist.stdout,
+                     re.M), fleet.dist
     assert not re.search(r"^  local:", fleet.no_local.stdout, re.M), fleet.no_local
 
 

@@ -121,7 +121,8 @@ def test_duplicate_and_late_copies_are_compared_with_what_was_written(tmp_path: 
     assert [(m.target, m.sequence, m.hosts, m.images) for m in sink.repro.mismatches] == [
         ("hedgy", 0, ("slow", "fast"), ("u-boot",))]
     assert sink.repro.report_lines(reproducible=True) == [
-        "Reproducibility: 2 hedged results compared, 1 mismatches",
+        "Reproducibility: 2 results built twice compared (2 of hedged boards, 0 of boards "
+        "built again), 1 mismatches",
         "  mismatch: hedgy commit 1: u-boot differ between slow and fast",
     ]
     assert sink.repro.report_lines(reproducible=False)[-1].startswith("  (built without -r")
@@ -129,7 +130,7 @@ def test_duplicate_and_late_copies_are_compared_with_what_was_written(tmp_path: 
     # The tally goes to <base>/reproducibility.json and from there into the JSON report.
     assert sink.repro.save(base) is None
     stored = json.loads((base / REPRO_FILE).read_text())
-    assert stored == {"compared": 2, "mismatches": [
+    assert stored == {"compared": 2, "hedged": 2, "mismatches": [
         {"target": "hedgy", "commit": 0, "hosts": ["slow", "fast"], "images": ["u-boot"]}]}
     doc = build_report(base, COMMITS, [BOARD])
     jsonschema.validate(doc, load_schema())

@@ -234,8 +234,9 @@ def test_stats_efficiency_tail_busy_idle() -> None:
     assert p.busy_time("a") == 10.0 and p.idle_time("a") == 10.0
     assert p.idle_time("b") == 0.0
     assert s.summary_line() == ("Dispatch: wall 20.0s, scheduling efficiency 75.0%, "
-                                "tail 10.0s, hedged 0, wasted 0.0 slot-s")
-    assert s.machine_lines()[0] == "  a: 1 slots, 1 boards, busy 10.0 slot-s, idle 10.0 slot-s"
+                                "tail 10.0s, hedged 0, re-dispatched 0, wasted 0.0 slot-s")
+    assert s.machine_lines({"a": 1})[0] == ("  a: 1 boards, 1 results, 1 slots, busy 10.0 "
+                                            "slot-s, idle 10.0 slot-s")
 
 
 @pytest.mark.parametrize(("threads", "max_boards", "in_flight", "want"), [

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from buildfleet import PROTOCOL_VERSION, __version__
 from buildfleet.fleet.protocol import (
     COMMANDS,
+    FEATURES,
     MAX_COMMAND_LINE,
     PREFIX,
     ProtocolError,
@@ -34,6 +35,7 @@ from buildfleet.fleet.protocol import (
     make_command,
     read_line,
     ready_reply,
+    worker_features,
 )
 from buildfleet.fleet.remote.channel import Channel, ChannelClosed, ChannelTimeout
 from buildfleet.model import BuildResult
@@ -183,8 +185,13 @@ def test_build_result_goes_through_the_framing() -> None:
 def test_ready_and_version_check() -> None:
     ready = ready_reply(8, 8)
     assert ready == {"resp": "ready", "nthreads": 8, "slots": 8, "version": __version__,
-                     "protocol": PROTOCOL_VERSION}
+                     "protocol": PROTOCOL_VERSION, "features": list(FEATURES)}
     check_ready(ready)
+    assert worker_features(ready) == frozenset(FEATURES)
+    # The seed's ready (buildman's worker): no protocol number, no features.
+    seed = {"resp": "ready", "nthreads": 8, "slots": 8}
+    check_ready(seed)
+    assert worker_features(seed) == frozenset()
     with pytest.raises(ProtocolError, match=r"worker speaks protocol 99 \(buildfleet 9.9\), "
                                             r"this boss speaks protocol 1"):
         check_ready({**ready, "protocol": 99, "version": "9.9"})

@@ -106,8 +106,11 @@ def test_zipapp_is_deterministic_and_runs_locally(tmp_path: Path) -> None:
 def test_worker_command_quotes_paths() -> None:
     assert worker_command("/h/.tool/b.pyz", "~/w d", False) == (
         "python3 /h/.tool/b.pyz --worker --work-dir \"$HOME\"/'w d'")
+    # An installed worker (buildman's own) is started as the seed says: PATH --worker,
+    # nothing else; the work directory goes in setup.
     assert worker_command("/p.pyz", "/w", True, buildman_path="/opt/my tools/bf") == (
-        "'/opt/my tools/bf' --worker --work-dir /w -D")
+        "'/opt/my tools/bf' --worker")
+    assert worker_command("/h/b.pyz", None, True) == "python3 /h/b.pyz --worker -D"
 
 
 def test_check_ready_refuses_other_protocol_or_version() -> None:

@@ -121,7 +121,8 @@ def test_live_lock_is_refused_and_released_on_quit(home: Path, tmp_path: Path) -
         assert git("config", "receive.denyCurrentBranch", cwd=work).strip() == "updateInstead"
         second.send({"cmd": "setup", "work_dir": str(work)})
         assert second.recv(30) == {"resp": "error", "msg": f"work directory {work} is in use "
-                                                           f"by pid {first.pid}"}
+                                                           f"by pid {first.pid}",
+                                   "reason": "in_use"}
         first.send({"cmd": "setup", "work_dir": str(work)})  # again: same answer
         assert first.recv(30)["resp"] == "setup_done"
         first.send({"cmd": "quit"})
@@ -571,3 +572,37 @@ def test_configure_refuses_flags_this_machine_cannot_honour(home: Path) -> None:
         assert ch.recv(60)["resp"] == "configure_done"
     finally:
         ch.close()
+
+
+def test_workers_share_the_machine_threads(home: Path, tmp_path: Path,
+                                           slow_repo: tuple[Path, str]) -> None:
+    """Two workers (two bosses) with their own work directories and one shared dir:
+    the first claims the machine's threads, the second is told 'busy' with the holder's
+    pid (not an error of the machine) and gets them once the first has quit."""
+    repo, head = slow_repo
+    shared = tmp_path / "shared"
+    first, second = start_worker(home), start_worker(home)
+    try:
+        for ch, name in ((first, "a"), (second, "b")):
+            ch.send({"cmd": "setup", "work_dir": str(shared / name), "shared_dir": str(shared)})
+            assert ch.recv(30)["resp"] == "setup_done"
+            git("push", "-q", "--force", f"{shared / name}/.git", "main:refs/heads/work",
+                cwd=repo)
+        first.send({"cmd": "build_prepare", "commits": [head]})
+        threads = recv_until(first, "build_started")["num_threads"]
+        assert threads == len(os.sched_getaffinity(0))
+        recv_until(first, "build_prepare_done")
+        second.send({"cmd": "build_prepare", "commits": [head]})
+        busy = second.recv(30)
+        assert busy["resp"] == "error" and busy.get("reason") == "busy", busy
+        assert busy["msg"] == (f"busy: all {threads} build threads of this machine are in use "
+                               f"by other workers (pids {first.pid})")
+        first.send({"cmd": "quit"})
+        recv_until(first, "quit_ack")
+        first.close()
+        second.send({"cmd": "build_prepare", "commits": [head]})
+        assert recv_until(second, "build_started")["num_threads"] == threads
+        recv_until(second, "build_prepare_done")
+    finally:
+        first.close()
+        second.close()

@@ -193,7 +193,7 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
         plan_closers = []
     start_remote = None
     if args.dist:
-        from buildfleet.fleet.remote.boss import remote_starter
+        from buildfleet.fleet.remote.starter import remote_starter
         start_remote = remote_starter(settings)
     from buildfleet.runner import run_plan
     try:

@@ -31,6 +31,7 @@ from buildfleet.fleet.dispatch.costsources import run_costs, tree_id
 from buildfleet.fleet.dispatch.policy import CostAwarePolicy
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
+from buildfleet.fleet.dispatch.stats import DispatchStats
 from buildfleet.fleet.local import LOCAL, LocalExecutor
 from buildfleet.fleet.runlog import RunLog
 from buildfleet.fleet.status import FleetStatus, fleet_snapshot
@@ -161,7 +162,8 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     manifest = start_manifest(plan, args, toolchains, log)
     ctx = RunContext(plan, pool, sink, stop, log, args, costs=costs, manifest=manifest)
     executors: list[Executor] = []
-    start = time.monotonic()
+    start = pool.clock()
+    policy.stats.begin(start)
     try:
         local = not args.no_local and bool(plan.todo)
         if local:
@@ -202,7 +204,8 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         _run_closers(ctx)
         sink.close()
         progress.stop()
-    elapsed = time.monotonic() - start
+    policy.stats.end(pool.clock())
+    elapsed = policy.stats.wall  # one clock for every duration printed
     if plan.todo and (problem := update_cache(tree_id(plan.src_dir),
                                               CostData.from_samples(scan_base(plan.base)))):
         print(f"Warning: {problem}", file=sys.stderr)
@@ -259,18 +262,11 @@ def _close_run(plan: RunPlan, args: argparse.Namespace, ctx: RunContext,
         _record_missing_toolchains(ctx, missing)
     for target, reason in sorted(abandoned.items()):
         print(f"Not built: {target}: {reason}", file=out)
-    if ctx.remote_executors:
-        local_results = counts.per_host.get("local", 0)
-        print("Machines:", file=out)
-        if not args.no_local:
-            print(f"  local: {local_results} results", file=out)
-        for ex in ctx.remote_executors:
-            print(ex.closing_line(), file=out)
+    for line in machines_block(policy.stats, counts, ctx.remote_executors,
+                               verbose=bool(args.verbose) and bool(plan.todo)):
+        print(line, file=out)
     if plan.todo:
         print(policy.stats.summary_line(), file=out)
-        if args.verbose or ctx.remote_executors:
-            for line in policy.stats.machine_lines():
-                print(line, file=out)
     if sink.discarded:
         print(f"Discarded {sink.discarded} late or duplicate results", file=out)
     for line in sink.repro.report_lines(plan.flags.reproducible_builds):
@@ -298,6 +294,28 @@ def _record_missing_toolchains(ctx: RunContext, jobs: list[BuildJob]) -> None:
                                                     commit.sequence))
             except OSError as exc:
                 ctx.log(f"Cannot write result of {job.board.target}: {exc}")
+
+
+def machines_block(stats: DispatchStats, counts: RunCounts, remote: Sequence[Any],
+                   verbose: bool = False) -> list[str]:
+    """The ``Machines:`` lines: one per executor, every figure from the run's account.
+
+    Boards, slots and busy/idle time come from the dispatch account, results
+    from the sink's count of written results; a remote executor adds its
+    bytes and failures, and one that never joined the pool says why.
+    """
+    if not remote and not verbose:
+        return []
+    lines = ["Machines:"]
+    if LOCAL in stats.executors:
+        lines.append(stats.machine_line(LOCAL, counts.per_host.get(LOCAL, 0)))
+    for ex in remote:
+        if ex.name in stats.executors:
+            lines.append(stats.machine_line(ex.name, counts.per_host.get(ex.name, 0),
+                                            ex.closing_extra()))
+        else:
+            lines.append(ex.closing_line())
+    return lines
 
 
 def _start_local(ctx: RunContext, toolchains: Toolchains,

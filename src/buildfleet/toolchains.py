@@ -15,6 +15,7 @@ safely and records where it went in the settings file.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import subprocess
@@ -199,6 +200,13 @@ class Toolchains:
 
     def __contains__(self, arch: object) -> bool:
         return isinstance(arch, str) and arch in self.archs()
+
+    def with_wrapper(self, wrapper: str) -> Toolchains:
+        """The same toolchains, every one behind ``wrapper`` ("" for none)."""
+        out = Toolchains(aliases=self.aliases, wrapper=wrapper)
+        for _arch, tc in self.items():
+            out.add(dataclasses.replace(tc, wrapper=wrapper))
+        return out
 
     def to_map(self) -> dict[str, str]:
         """arch -> gcc path, as told to workers."""

@@ -19,17 +19,23 @@ Framing
 Commands (boss -> worker)
 -------------------------
 ========================  =====================================================
-``setup``                 ``work_dir`` str. Reply ``setup_done`` {work_dir,
-                          git_dir} (absolute paths), or ``error`` if another
+``setup``                 ``work_dir`` str, optional ``shared_dir`` (where the
+                          machine's thread budget is kept). Reply
+                          ``setup_done`` {work_dir, git_dir} (absolute
+                          paths), or ``error`` {reason: "in_use"} if another
                           worker holds the directory's lock.
 ``configure``             ``settings`` object (``BuildFlags.to_dict()``),
-                          optional ``toolchains`` {arch: gcc path} (a hint).
+                          optional ``toolchains`` {arch: gcc path} (a hint),
+                          optional ``wrapper`` (the boss's toolchain wrapper;
+                          ``error`` {reason: "unusable"} if not found).
                           Reply ``configure_done`` {toolchains: {arch: path}}
                           (what the worker will use).
 ``build_prepare``         ``commits`` [hash | null, ...], optional
                           ``max_boards`` int >= 1. Replies ``build_started``
                           {num_threads}, ``worktree_created`` {thread} per
-                          slot, then ``build_prepare_done``.
+                          slot, then ``build_prepare_done``; or ``error``
+                          {reason: "busy"} if every thread of the machine is
+                          claimed by other workers.
 ``build_board``           ``board`` target, ``arch``; optional ``cpu``,
                           ``soc``, ``vendor``, ``board_name``, ``config_name``
                           (target info), ``base_target`` and ``fragments``
@@ -53,13 +59,15 @@ Commands (boss -> worker)
 
 Replies (worker -> boss)
 ------------------------
-``ready`` {nthreads, slots, version, protocol} is sent unasked at start.
+``ready`` {nthreads, slots, version, protocol, features} is sent unasked at
+start; ``features`` lists what the worker adds to the seed's protocol.
 ``build_result`` is ``BuildResult.to_wire()`` (see ``buildfleet.model``).
 ``error`` {msg} answers any unknown or invalid command; the worker carries on.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import IO, Any
@@ -73,6 +81,12 @@ MAX_COMMAND_LINE = 1 << 20
 MAX_REPLY_LINE = 64 << 20
 HEARTBEAT_INTERVAL = 5.0
 TARGET_INFO_FIELDS = ("cpu", "soc", "vendor", "board_name", "config_name")
+# What buildfleet's worker adds to the seed's protocol, announced in ``ready``:
+# cancel_board (tail hedging), commits (build_board's subset of commits),
+# files (every result file in build_result), shared_threads (setup's
+# shared_dir: one thread budget per machine login), wrapper (configure's
+# toolchain wrapper).
+FEATURES = ("cancel_board", "commits", "files", "shared_threads", "wrapper")
 
 
 class ProtocolError(InfraError):
@@ -140,8 +154,9 @@ _KINDS: dict[str, tuple[Check, str]] = {
 
 # cmd -> {field: (kind, required)}
 COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
-    "setup": {"work_dir": ("str", True)},
-    "configure": {"settings": ("object", True), "toolchains": ("str_map", False)},
+    "setup": {"work_dir": ("str", True), "shared_dir": ("str", False)},
+    "configure": {"settings": ("object", True), "toolchains": ("str_map", False),
+                  "wrapper": ("str", False)},
     "build_prepare": {"commits": ("commits", True), "max_boards": ("count", False)},
     "build_board": {
         "board": ("name", True), "arch": ("name", True), "commits": ("indices", False),
@@ -213,11 +228,43 @@ def make_reply(resp: str, **fields: Any) -> dict[str, Any]:
 
 def ready_reply(nthreads: int, slots: int) -> dict[str, Any]:
     return make_reply("ready", nthreads=nthreads, slots=slots, version=__version__,
-                      protocol=PROTOCOL_VERSION)
+                      protocol=PROTOCOL_VERSION, features=list(FEATURES))
 
 
-def error_reply(msg: str) -> dict[str, Any]:
-    return make_reply("error", msg=msg)
+def error_reply(msg: str, reason: str = "") -> dict[str, Any]:
+    return make_reply("error", msg=msg, **({"reason": reason} if reason else {}))
+
+
+def worker_features(ready: dict[str, Any]) -> frozenset[str]:
+    """What a worker supports beyond the seed's protocol, from its ``ready``.
+
+    A worker that lists no ``features`` (buildman's own, or any worker written
+    from the seed's documentation) gets none: no ``cancel_board`` (so no
+    hedged copies on it), no result files (only ``stdout``/``stderr``/
+    ``sizes``), no shared thread budget, no forwarded toolchain wrapper.
+    """
+    listed = ready.get("features")
+    if not isinstance(listed, list):
+        return frozenset()
+    return frozenset(f for f in listed if isinstance(f, str))
+
+
+def seed_result(msg: dict[str, Any]) -> dict[str, Any]:
+    """A ``build_result`` of a seed-protocol worker, with its ``sizes`` as a result file.
+
+    Such a worker (buildman's own) sends ``stdout``, ``stderr`` and ``sizes``
+    as ``{"raw": <size's output without its header>}`` but no ``files``; the
+    raw lines become the ``sizes`` file. Every other file of a result
+    (toolchain, out-env, nm and objdump tables, config copies) is missing.
+    """
+    if "files" in msg:
+        return msg
+    files: dict[str, str] = {}
+    sizes = msg.get("sizes")
+    raw = sizes.get("raw") if isinstance(sizes, dict) else None
+    if isinstance(raw, str) and raw.strip():
+        files["sizes"] = base64.b64encode((raw.rstrip("\n") + "\n").encode()).decode()
+    return {**msg, "files": files}
 
 
 # -- decoding -------------------------------------------------------------------
@@ -280,10 +327,13 @@ def decode_reply_line(line: bytes) -> dict[str, Any] | None:
 
 
 def check_ready(msg: dict[str, Any]) -> None:
-    """Refuse a worker whose first message is not a compatible ``ready``."""
+    """Refuse a worker whose first message is not a compatible ``ready``.
+
+    A ``ready`` without ``protocol`` is the seed's (buildman's worker): protocol 1.
+    """
     if msg.get("resp") != "ready":
         raise ProtocolError(f"worker did not send ready: {_short(_dump(msg))}")
-    proto = msg.get("protocol")
+    proto = msg.get("protocol", PROTOCOL_VERSION)
     if proto != PROTOCOL_VERSION:
         version = msg.get("version", "unknown")
         raise ProtocolError(f"worker speaks protocol {proto} (buildfleet {version}), "

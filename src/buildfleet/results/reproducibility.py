@@ -59,11 +59,14 @@ class ReproCheck:
     """Thread-safe tally of the copies compared during one run."""
 
     compared: int = 0
+    hedged: int = 0
+    """Of ``compared``: copies of boards that were hedged (the rest were built
+    again after going back to the pool, or arrived late from a lost worker)."""
     mismatches: list[Mismatch] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def compare(self, target: str, sequence: int, written: bytes, written_host: str,
-                other: bytes, other_host: str) -> Mismatch | None:
+                other: bytes, other_host: str, hedged: bool = True) -> Mismatch | None:
         """Compare two copies' ``images.sha256``; the mismatch (also recorded) or None."""
         a = parse_hashes(written)
         b = parse_hashes(other)
@@ -74,23 +77,25 @@ class ReproCheck:
                                 differ)
         with self._lock:
             self.compared += 1
+            self.hedged += int(hedged)
             if mismatch is not None:
                 self.mismatches.append(mismatch)
         return mismatch
 
     def to_dict(self) -> dict[str, Any]:
         with self._lock:
-            return {"compared": self.compared,
+            return {"compared": self.compared, "hedged": self.hedged,
                     "mismatches": [m.to_dict() for m in self.mismatches]}
 
     def report_lines(self, reproducible: bool = True) -> list[str]:
         """The post-run lines; none when no two copies were compared."""
         with self._lock:
-            compared = self.compared
+            compared, hedged = self.compared, self.hedged
             mismatches = sorted(self.mismatches, key=lambda m: (m.sequence, m.target))
         if not compared:
             return []
-        lines = [f"Reproducibility: {compared} hedged results compared, "
+        lines = [f"Reproducibility: {compared} results built twice compared ({hedged} of "
+                 f"hedged boards, {compared - hedged} of boards built again), "
                  f"{len(mismatches)} mismatches"]
         lines += [m.line() for m in mismatches]
         if mismatches and not reproducible:
@@ -127,5 +132,8 @@ def load_reproducibility(base: Path) -> dict[str, Any] | None:
     mismatches = data.get("mismatches")
     if not isinstance(mismatches, list):
         return None
-    return {"compared": data["compared"],
-            "mismatches": [m for m in mismatches if isinstance(m, dict)]}
+    out: dict[str, Any] = {"compared": data["compared"],
+                           "mismatches": [m for m in mismatches if isinstance(m, dict)]}
+    if isinstance(data.get("hedged"), int):
+        out["hedged"] = data["hedged"]
+    return out

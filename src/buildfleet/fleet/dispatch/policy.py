@@ -52,6 +52,9 @@ class ExecutorState:
     failures: int = 0
     quarantined: bool = False
     speed: float = 1.0
+    hedgeable: bool = True
+    """False for a worker that cannot cancel a board (no ``cancel_board``): it gets no
+    second copies, and its boards get none either (its copy could not be stopped)."""
 
 
 @dataclass
@@ -61,6 +64,8 @@ class JobState:
     tried_on: list[str] = field(default_factory=list)
     infra_failures: int = 0
     started_at: float | None = None
+    back_in_pool: bool = False
+    """It went back to the pool; its next assignment is a re-dispatch."""
 
 
 # -- the baseline --------------------------------------------------------------------
@@ -86,16 +91,22 @@ class FifoPolicy:
 
     # -- set-up ---------------------------------------------------------------
     def add_executor(self, name: str, slots: int, can_build: Callable[[Board], bool],
-                     *, speed: float | None = None, now: float | None = None) -> None:
+                     *, speed: float | None = None, now: float | None = None,
+                     hedgeable: bool = True) -> None:
         """Register an executor with ``slots`` boards in flight at most.
 
         ``speed`` is its relative speed (1.0 = the fastest known machine);
         the baseline only records it. ``now`` starts its idle-time account
-        (default: the start of the run).
+        (default: the start of the run). ``hedgeable`` False: see ExecutorState.
         """
         self.executors[name] = ExecutorState(name, max(1, slots), can_build,
-                                             speed=speed if speed and speed > 0 else 1.0)
-        self.stats.executors[name] = ExecutorStats(name, max(1, slots), added_at=now)
+                                             speed=speed if speed and speed > 0 else 1.0,
+                                             hedgeable=hedgeable)
+        known = self.stats.executors.get(name)
+        if known is None:
+            self.stats.executors[name] = ExecutorStats(name, max(1, slots), added_at=now)
+        else:  # a restarted worker: a new stay, the same account
+            known.join(max(1, slots), now)
 
     def remove_executor(self, name: str, *, now: float | None = None) -> list[BuildJob]:
         """Forget an executor; its in-flight jobs go back to the pool.
@@ -108,8 +119,8 @@ class FifoPolicy:
         if state is None:
             return []
         es = self.stats.executors.get(name)
-        if es is not None and now is not None:
-            es.removed_at = now
+        if es is not None:
+            es.leave(now)
         back = []
         for target in sorted(state.in_flight):
             js = self.jobs[target]
@@ -156,6 +167,10 @@ class FifoPolicy:
             if not any(self.usable(n) and self.buildable_by(n, target) for n in self.executors):
                 out.append(self.jobs[target].job)
         return out
+
+    def was_hedged(self, target: str) -> bool:
+        """True if a second copy of ``target`` was started (tail hedging)."""
+        return False
 
     def all_done(self) -> bool:
         return all(t in self.finished_targets or t in self.abandoned for t in self.jobs)
@@ -235,10 +250,12 @@ class FifoPolicy:
         js.owners.add(name)
         js.tried_on.append(name)
         js.started_at = now
+        if js.back_in_pool:
+            js.back_in_pool = False
+            self.stats.requeued += 1
         self.executors[name].in_flight.add(target)
         self._started[(name, target)] = now
-        if self.stats.started_at is None:
-            self.stats.started_at = now
+        self.stats.copy_started(now)
         if not self.pending and self.stats.pool_empty_at is None:
             self.stats.pool_empty_at = now
         return js.job
@@ -256,8 +273,7 @@ class FifoPolicy:
             self.stats.useful += spent
         else:
             es.wasted += spent
-        if self.stats.ended_at is None or now > self.stats.ended_at:
-            self.stats.ended_at = now
+        self.stats.copy_ended(now)
 
     def _requeue(self, target: str) -> None:
         self.pending.insert(0, target)
@@ -271,6 +287,7 @@ class FifoPolicy:
         if (requeue and not js.owners and target not in self.finished_targets
                 and target not in self.pending):
             self._requeue(target)
+            js.back_in_pool = True
             self.stats.pool_empty_at = None
             self.stats.first_idle_at = None
 
@@ -319,14 +336,16 @@ class CostAwarePolicy(FifoPolicy):
 
     # -- set-up ---------------------------------------------------------------
     def add_executor(self, name: str, slots: int, can_build: Callable[[Board], bool],
-                     *, speed: float | None = None, now: float | None = None) -> None:
+                     *, speed: float | None = None, now: float | None = None,
+                     hedgeable: bool = True) -> None:
         """As FifoPolicy; ``speed`` None takes the machine's speed from the history."""
         if speed is None or speed <= 0:
             speed = self.costs.speed(name)
         # Learn the machines' speeds only when none is known at all.
         self.learner.learn_speeds = (speed == 1.0 and not self.costs.host_speed and all(
             s.speed == 1.0 for s in self.executors.values()))
-        super().add_executor(name, slots, can_build, speed=speed, now=now)
+        super().add_executor(name, slots, can_build, speed=speed, now=now,
+                             hedgeable=hedgeable)
         for key in [k for k in self._can if k[0] == name]:
             del self._can[key]
 
@@ -359,6 +378,9 @@ class CostAwarePolicy(FifoPolicy):
         if can is None:
             can = self._can[key] = self.executors[name].can_build(js.job.board)
         return can
+
+    def was_hedged(self, target: str) -> bool:
+        return target in self._hedged
 
     def losers(self, target: str) -> list[str]:
         """Executors whose copies of ``target`` lost to the one that finished first.
@@ -419,7 +441,7 @@ class CostAwarePolicy(FifoPolicy):
         one. Never a board already hedged or one ``name`` already owns.
         """
         self._tick(now)
-        if not self.hedging or not self.usable(name):
+        if not self.hedging or not self.usable(name) or not self.executors[name].hedgeable:
             return None
         if any(self.buildable_by(name, t) for t in self.pending):
             return None
@@ -427,7 +449,7 @@ class CostAwarePolicy(FifoPolicy):
         pick: str | None = None
         pick_end = 0.0
         for owner, state in self.executors.items():
-            if owner == name:
+            if owner == name or not state.hedgeable:
                 continue
             for target in state.in_flight:
                 js = self.jobs[target]

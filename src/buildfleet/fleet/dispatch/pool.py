@@ -30,10 +30,15 @@ class JobPool:
         policy.add_jobs(jobs)
 
     def register(self, name: str, slots: int, can_build: Callable[[Board], bool],
-                 cancel: CancelHook | None = None, speed: float | None = None) -> None:
-        """Add an executor; ``cancel(target)`` stops its copy of a board another won."""
+                 cancel: CancelHook | None = None, speed: float | None = None,
+                 hedgeable: bool = True) -> None:
+        """Add an executor; ``cancel(target)`` stops its copy of a board another won.
+
+        ``hedgeable`` False: an executor that cannot cancel a board takes part
+        in no second copies (see the policy's ``ExecutorState``)."""
         with self._cond:
-            self.policy.add_executor(name, slots, can_build, speed=speed, now=self.clock())
+            self.policy.add_executor(name, slots, can_build, speed=speed, now=self.clock(),
+                                     hedgeable=hedgeable)
             if cancel is not None:
                 self._cancel_hooks[name] = cancel
             self._cond.notify_all()
@@ -100,6 +105,10 @@ class JobPool:
             self._cancel_hooks.pop(name, None)
             self._cond.notify_all()
             return back
+
+    def was_hedged(self, target: str) -> bool:
+        with self._cond:
+            return self.policy.was_hedged(target)
 
     def has_work_for(self, name: str) -> bool:
         with self._cond:

@@ -61,7 +61,7 @@ class ResultSink:
         if written is None:
             return
         self.repro.compare(result.target, result.sequence, written[0], written[1],
-                           other, result.host)
+                           other, result.host, hedged=self.pool.was_hedged(result.target))
 
     def accept(self, executor: str, result: BuildResult) -> bool:
         """Take one result from ``executor``; False if it was late or a duplicate.

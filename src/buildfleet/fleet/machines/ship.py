@@ -176,25 +176,32 @@ def ensure_shipped(machine: MachineConfig, session: SshSession,
     return remote
 
 
-def worker_command(remote_pyz: str, work_dir: str = DEFAULT_WORK_DIR, debug: bool = False,
+def worker_command(remote_pyz: str, work_dir: str | None = None, debug: bool = False,
                    buildman_path: str | None = None) -> str:
     """The remote shell command that starts a worker.
 
-    ``python3 <pyz> --worker --work-dir <dir> [-D]``, or with
-    ``--machines-buildman-path`` ``<PATH> --worker ...`` (an installed tool).
+    ``python3 <pyz> --worker [-D]``, or with ``--machines-buildman-path``
+    ``<PATH> --worker`` (an installed tool: buildman's own worker knows no
+    other argument, as in the seed). The work directory goes in ``setup``;
+    ``work_dir`` adds buildfleet's ``--work-dir`` (taken at start).
     """
-    program = (remote_path(buildman_path) if buildman_path
-               else f"python3 {remote_path(remote_pyz)}")
-    cmd = f"{program} --worker --work-dir {remote_path(work_dir)}"
+    if buildman_path:
+        return f"{remote_path(buildman_path)} --worker"
+    cmd = f"python3 {remote_path(remote_pyz)} --worker"
+    if work_dir:
+        cmd += f" --work-dir {remote_path(work_dir)}"
     return cmd + " -D" if debug else cmd
 
 
 def check_ready(msg: dict[str, Any], expected_version: str | None = __version__) -> None:
-    """Refuse a ``ready`` from a worker of another protocol or (when given) version."""
+    """Refuse a ``ready`` from a worker of another protocol or (when given) version.
+
+    A ``ready`` without ``protocol`` is the seed's (buildman's worker): protocol 1.
+    """
     if msg.get("resp") != "ready":
         shown = repr(msg)[:200]
         raise ShipError(f"worker did not send ready: {shown}")
-    proto = msg.get("protocol")
+    proto = msg.get("protocol", PROTOCOL_VERSION)
     version = msg.get("version")
     if proto != PROTOCOL_VERSION:
         raise ShipError(f"worker speaks protocol {proto} (buildfleet {version}), "

@@ -1,22 +1,21 @@
-"""The boss side of a distributed run: probe the fleet, start workers, feed them.
+"""One machine of the fleet as an executor: its start-up, then its share of the pool.
 
-``remote_starter`` returns the hook the runner calls once the pool exists. It
-probes every machine in parallel, then gives each available machine its own
-thread that ships the tool, starts the worker, pushes exactly what will be
-built, configures it and joins the shared pool. A machine that fails any step
-is dropped with its reason; the run goes on with the others and the local
-slots.
+Each ``RemoteExecutor`` runs in its own thread: ship the tool (checked by size
+and hash), start the worker, take this boss's own work directory there, push
+exactly what will be built, configure it (flags, compilers, the toolchain
+wrapper), claim the machine's free threads, and join the shared pool. A
+machine busy with other runs is waited for; one that cannot do this run is
+said so once; one that fails is restarted, then quarantined. The run goes on
+with the others and the local slots.
 """
 
 from __future__ import annotations
 
-import argparse
+import collections
 import secrets
 import shlex
 import sys
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 from buildfleet import __version__, gitutil
@@ -24,13 +23,16 @@ from buildfleet.build.failure import infra_line
 from buildfleet.fleet import status as phase
 from buildfleet.fleet.machines import ship
 from buildfleet.fleet.machines.leftovers import stop_leftovers
-from buildfleet.fleet.machines.probe import MachineStatus, probe_machines
-from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR, MachinesError, select_machines
+from buildfleet.fleet.machines.probe import MachineStatus
+from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR
 from buildfleet.fleet.machines.ssh import SshSession, git_push_env, ssh_argv
+from buildfleet.fleet.protocol import worker_features
 from buildfleet.fleet.remote.channel import Channel, ChannelError
 from buildfleet.fleet.remote.session import (
     PREPARE_SECONDS,
     QUIT_SECONDS,
+    MachineBusy,
+    MachineUnusable,
     RemoteDispatcher,
     RemoteSession,
     RemoteStats,
@@ -38,7 +40,6 @@ from buildfleet.fleet.remote.session import (
 )
 from buildfleet.fleet.runlog import RunLog
 from buildfleet.model import Board, BuildJob, BuildResult
-from buildfleet.plan import PlanError
 from buildfleet.settings import Settings
 from buildfleet.toolchains import Toolchains, merged_aliases
 
@@ -49,6 +50,13 @@ DONE_SECONDS = 120.0
 RESTART_DELAY = 1.0
 # A worker that gives up this many boards for infrastructure reasons is lost.
 INFRA_FAILURES_PER_WORKER = 2
+# A machine busy with other runs is asked again this often (seconds).
+BUSY_RETRY = 3.0
+# Work directories a boss may use on one machine (its own, then spares for a
+# second run of the same tree by the same user at the same time).
+WORK_DIR_CHOICES = 4
+# How a start-up attempt ended.
+DONE, FAILED, BUSY, UNUSABLE = "done", "failed", "busy", "unusable"
 
 
 def report_phase(ctx: Any, name: str, state: str, detail: str = "") -> None:
@@ -69,8 +77,16 @@ class RemoteExecutor:
     """One machine of the fleet: start-up, then dispatch, in its own thread."""
 
     def __init__(self, status: MachineStatus, ctx: Any, session: SshSession,
-                 settings: Settings, tip: str, commit_hashes: list[str]) -> None:
+                 settings: Settings, tip: str, commit_hashes: list[str],
+                 work_key: str = "b-default") -> None:
         self.status = status
+        self.work_key = work_key
+        self.features: frozenset[str] = frozenset()
+        self.note = ""
+        self.state = ""
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=3)
         self.name = status.name
         self.ctx = ctx
         self.session = session
@@ -88,6 +104,7 @@ class RemoteExecutor:
         self._aborted = False
         self.failures = 0
         self.infra_failures = 0
+        self.work_dir = f"{DEFAULT_WORK_DIR}/{work_key}"  # this boss's, once set up
         self.worker_pid = 0  # the current worker's pid on the machine (setup_done), 0: unknown
         self.stats = RemoteStats()
 
@@ -108,6 +125,7 @@ class RemoteExecutor:
 
     # -- the machine's life ---------------------------------------------------
     def _on_stderr(self, line: str) -> None:
+        self._stderr_tail.append(line.strip())
         self.log.write("!!", line)
         if self.ctx.args.debug:
             self.ctx.log(f"[{self.name}] {line}")
@@ -121,11 +139,27 @@ class RemoteExecutor:
         """
         pool = self.ctx.pool
         limit = max(1, int(getattr(pool.policy, "quarantine_after", 2)))
+        busy_said = False
         try:
             while not self._stopping():
-                if self._attempt():
+                state = self._attempt()
+                if state == DONE:
                     report_phase(self.ctx, self.name, phase.DONE)
                     return
+                if state == UNUSABLE:
+                    report_phase(self.ctx, self.name, phase.UNAVAILABLE, self.note)
+                    self.ctx.log(f"  {self.name}: cannot be used: {self.note}")
+                    return
+                if state == BUSY:
+                    # Other runs use it: wait (not a failure, never quarantined).
+                    report_phase(self.ctx, self.name, phase.IDLE, f"busy: {self.note}")
+                    if not busy_said:
+                        self.ctx.log(f"  {self.name}: busy: {self.note}; waiting for it")
+                        busy_said = True
+                    if (self.ctx.stop.wait(BUSY_RETRY) or self._aborted
+                            or pool.all_done()):
+                        return
+                    continue
                 self.failures += 1
                 if not self._stopping():
                     self._stop_leftovers()
@@ -146,7 +180,8 @@ class RemoteExecutor:
     def _stop_leftovers(self) -> None:
         """The worker was given up: stop it and its makes on the machine (bounded),
         before a new worker starts there or the machine is left for good."""
-        answer = stop_leftovers(self.status.config, self.session, DEFAULT_WORK_DIR,
+        # This boss's own work directory only: the others on the machine are other runs'.
+        answer = stop_leftovers(self.status.config, self.session, self.work_dir,
                                 self.worker_pid)
         self.log.write("!!", f"given-up worker {self.worker_pid or '?'}: {answer}")
         if self.ctx.args.debug or answer.startswith("FAILED"):
@@ -155,8 +190,9 @@ class RemoteExecutor:
     def _stopping(self) -> bool:
         return self.ctx.stop.is_set() or self._aborted
 
-    def _attempt(self) -> bool:
-        """One worker's life on this machine; False if it failed (reason in ``failure``)."""
+    def _attempt(self) -> str:
+        """One worker's life on this machine: DONE, FAILED (reason in ``failure``), or
+        BUSY / UNUSABLE (reason in ``note``)."""
         pool = self.ctx.pool
         with self._quit_lock:
             self.channel = None
@@ -168,22 +204,28 @@ class RemoteExecutor:
             report_phase(self.ctx, self.name, phase.STARTING)
             session = self._start_up()
             if self._stopping():
-                return True
+                return DONE
             report_phase(self.ctx, self.name, phase.PREPARING)
             archs = self._configure(session)
-            max_boards = self.status.max_boards
-            self._prepare(session, max_boards)
+            slots = self._prepare_when_free(session, self.status.max_boards)
+            if slots is None:
+                return DONE  # the run ended while the machine was busy
+            self.note = ""
 
             def can_build(board: Board) -> bool:
                 return board.arch in archs
 
             self.dispatcher = RemoteDispatcher(
-                self.name, session, max_boards, [c.sequence for c in self.ctx.plan.commits],
+                self.name, session, slots, [c.sequence for c in self.ctx.plan.commits],
                 self._take, self._accept, lambda t: pool.finished(self.name, t),
-                self.ctx.stop, self.ctx.log, lost=self._board_lost, late=self.ctx.sink.check)
+                self.ctx.stop, self.ctx.log, lost=self._board_lost, late=self.ctx.sink.check,
+                features=self.features)
             self.dispatcher.stats = self.stats
-            pool.register(self.name, max_boards, can_build, cancel=self.dispatcher.cancel,
-                          speed=self.ctx.costs.speed(self.name) if self.ctx.costs else None)
+            cancels = "cancel_board" in self.features
+            pool.register(self.name, slots, can_build,
+                          cancel=self.dispatcher.cancel if cancels else None,
+                          speed=self.ctx.costs.speed(self.name) if self.ctx.costs else None,
+                          hedgeable=cancels)
             report_phase(self.ctx, self.name, phase.BUILDING)
             self.dispatcher.run()
             self.dispatcher.close_busy()
@@ -191,7 +233,17 @@ class RemoteExecutor:
                 # (late results of cancelled copies still in the pipe are compared)
                 done = self.dispatcher.build_done(DONE_SECONDS)
                 self.exceptions += int(done.get("exceptions") or 0)
-            return True
+            return DONE
+        except MachineBusy as exc:
+            self.note = str(exc).removeprefix("busy: ")
+            self.state = "busy"
+            self.log.write("!!", f"busy: {exc}")
+            return BUSY
+        except MachineUnusable as exc:
+            self.note = str(exc)
+            self.state = "cannot be used"
+            self.log.write("!!", f"cannot be used: {exc}")
+            return UNUSABLE
         except (WorkerLost, ship.ShipError, ChannelError, gitutil.GitError, OSError) as exc:
             self.failure = str(exc) or type(exc).__name__
             report_phase(self.ctx, self.name, phase.LOST, self.failure)
@@ -205,7 +257,7 @@ class RemoteExecutor:
                     in_flight or back) else ""
                 self.ctx.log(f"Worker failed on {self.name}: {self.failure}{extra}")
             self.log.write("!!", f"failed: {self.failure}")
-            return False
+            return FAILED
         finally:
             if self.dispatcher is not None:
                 self.dispatcher.close_busy()
@@ -225,32 +277,77 @@ class RemoteExecutor:
     def _start_up(self) -> RemoteSession:
         machine = self.status.config
         args = self.ctx.args
-        work_dir = DEFAULT_WORK_DIR
+        installed = args.machines_buildman_path
         pyz = ""
-        if not args.machines_buildman_path:
-            pyz = ship.ensure_shipped(machine, self.session, work_dir)
+        if not installed:
+            pyz = ship.ensure_shipped(machine, self.session, DEFAULT_WORK_DIR,
+                                      log=self.ctx.log)
         else:
             self.session.warm_up(machine)
-        cmd = ship.worker_command(pyz, work_dir, args.debug, args.machines_buildman_path)
+        cmd = ship.worker_command(pyz, None, args.debug, installed)
         self.log.write(">>", f"start: {cmd}")
+        self._stderr_tail.clear()
         self.channel = Channel(ssh_argv(machine, self.session, cmd), name=self.name,
                                on_stderr=self._on_stderr,
                                on_noise=lambda ln: self.log.write("..", ln))
         session = RemoteSession(self.name, self.channel)
-        ready = session.wait_for("ready", READY_SECONDS)
+        try:
+            ready = session.wait_for("ready", READY_SECONDS)
+        except WorkerLost as exc:
+            if installed:  # the program is not a worker we can drive: say why, once
+                said = "; ".join(self._stderr_tail) or str(exc)
+                raise MachineUnusable(f"{installed} --worker did not start a worker: "
+                                      f"{said}") from None
+            raise
         self.log.write("<<", _summarise(ready))
-        expected = None if args.machines_buildman_path else __version__
-        ship.check_ready(ready, expected)
-        setup = session.request({"cmd": "setup", "work_dir": work_dir}, "setup_done",
-                                SETUP_SECONDS)
-        git_dir = str(setup.get("git_dir") or "")
-        pid = setup.get("pid")
-        self.worker_pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else 0
-        if not git_dir.startswith("/"):
-            raise WorkerLost(f"setup_done without an absolute git_dir: {git_dir!r}")
+        self.features = worker_features(ready)
+        try:
+            ship.check_ready(ready, None if installed else __version__)
+        except ship.ShipError as exc:
+            if installed:
+                raise MachineUnusable(f"{installed}: {exc}") from None
+            raise
+        if installed and not self.features:
+            self.ctx.log(f"  {self.name}: {installed} speaks the seed's protocol only: no "
+                         "hedged copies on it; its results carry no toolchain, out-env, "
+                         "symbol or section files")
+        git_dir = self._setup(session)
         report_phase(self.ctx, self.name, phase.PUSHING)
         self._push(git_dir)
         return session
+
+    def _setup(self, session: RemoteSession) -> str:
+        """Take this boss's work directory on the machine (or a spare); its git dir.
+
+        buildfleet's workers keep their thread budget in the shared
+        directory; a seed-protocol worker is given a path relative to the
+        login's home (it does not expand ``~``) and may answer with a
+        relative git dir, which ``git push`` over SSH takes from the home too.
+        """
+        base = DEFAULT_WORK_DIR
+        last: Exception | None = None
+        for i in range(WORK_DIR_CHOICES):
+            work_dir = f"{base}/{self.work_key}{f'-{i + 1}' if i else ''}"
+            cmd: dict[str, Any] = {"cmd": "setup", "work_dir": work_dir}
+            if "shared_threads" in self.features:
+                cmd["shared_dir"] = base
+            else:
+                cmd["work_dir"] = work_dir.removeprefix("~/")
+            try:
+                setup = session.request(cmd, "setup_done", SETUP_SECONDS)
+            except MachineBusy as exc:  # another run of this tree uses it: try a spare
+                last = exc
+                continue
+            git_dir = str(setup.get("git_dir") or "")
+            pid = setup.get("pid")
+            self.worker_pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else 0
+            self.work_dir = work_dir
+            if not git_dir or git_dir.startswith("-") or "\n" in git_dir:
+                raise WorkerLost(f"setup_done with an unusable git_dir: {git_dir!r}")
+            self.log.write("<<", f"setup_done: {git_dir}")
+            return git_dir
+        raise MachineBusy(f"all {WORK_DIR_CHOICES} work directories of this tree are in use "
+                          f"by other runs ({last})")
 
     def _push(self, git_dir: str) -> None:
         machine = self.status.config
@@ -266,11 +363,22 @@ class RemoteExecutor:
         self.log.write(">>", f"pushed {self.tip} to {git_dir}")
 
     def _configure(self, session: RemoteSession) -> set[str]:
-        """Configure the worker; the board archs it can build (aliases included)."""
+        """Configure the worker; the board archs it can build (aliases included).
+
+        The boss's ``[toolchain-wrapper]`` goes along (none is sent as ""), so
+        a board gets the same ``CROSS_COMPILE`` on every machine; a worker
+        that lacks the wrapper's program refuses (MachineUnusable).
+        """
         settings = self.ctx.plan.flags.to_dict()
-        reply = session.request({"cmd": "configure", "settings": settings,
-                                 "toolchains": self.status.toolchains},
-                                "configure_done", SETUP_SECONDS)
+        cmd: dict[str, Any] = {"cmd": "configure", "settings": settings,
+                               "toolchains": self.status.toolchains}
+        wrapper = self.settings.toolchain_wrapper or ""
+        if "wrapper" in self.features:
+            cmd["wrapper"] = wrapper
+        elif wrapper:
+            self.ctx.log(f"  {self.name}: its worker cannot take the toolchain wrapper "
+                         f"{wrapper!r}; it builds with its own settings' wrapper")
+        reply = session.request(cmd, "configure_done", SETUP_SECONDS)
         served = reply.get("archs")
         if isinstance(served, list) and all(isinstance(a, str) for a in served):
             archs = set(served)  # the worker's own answer: its toolchains and aliases
@@ -282,10 +390,38 @@ class RemoteExecutor:
         self.log.write("<<", f"configure_done: {sorted(archs)}")
         return archs
 
-    def _prepare(self, session: RemoteSession, max_boards: int) -> None:
-        session.request({"cmd": "build_prepare", "commits": self.commit_hashes,
-                         "max_boards": max_boards}, "build_prepare_done", PREPARE_SECONDS,
-                        accept=("build_started", "worktree_created"))
+    def _prepare(self, session: RemoteSession, max_boards: int) -> int:
+        """Prepare the worker's slots; how many boards it takes at once.
+
+        That is ``max_boards``, or fewer when the worker got fewer threads
+        (other runs use the rest of the machine). MachineBusy if it got none.
+        """
+        started = session.request({"cmd": "build_prepare", "commits": self.commit_hashes,
+                                   "max_boards": max_boards}, "build_started",
+                                  PREPARE_SECONDS)
+        session.wait_for("build_prepare_done", PREPARE_SECONDS, accept=("worktree_created",))
+        threads = started.get("num_threads")
+        slots = min(max_boards, threads) if isinstance(threads, int) and threads > 0 else (
+            max_boards)
+        self.log.write("<<", f"build_prepare_done: {slots} slots")
+        return max(1, slots)
+
+    def _prepare_when_free(self, session: RemoteSession, max_boards: int) -> int | None:
+        """``_prepare``, asking again every BUSY_RETRY s while the machine's threads are
+        all taken by other runs; None if the run ends (or needs it no more) meanwhile."""
+        said = False
+        while True:
+            try:
+                return self._prepare(session, max_boards)
+            except MachineBusy as exc:
+                self.note = str(exc).removeprefix("busy: ")
+                self.state = "busy"
+                report_phase(self.ctx, self.name, phase.IDLE, f"busy: {self.note}")
+                if not said:
+                    self.ctx.log(f"  {self.name}: busy: {self.note}; waiting for it")
+                    said = True
+            if self.ctx.stop.wait(BUSY_RETRY) or self._aborted or self.ctx.pool.all_done():
+                return None
 
     def _take(self, may_wait: bool) -> BuildJob | None:
         pool = self.ctx.pool
@@ -311,16 +447,23 @@ class RemoteExecutor:
         except (ChannelError, WorkerLost):
             pass
         channel.close(grace=2.0)
+        self.bytes_sent += channel.bytes_sent
+        self.bytes_received += channel.bytes_received
+
+    def closing_extra(self) -> str:
+        """What only this executor knows, for its line in the run's closing block:
+        bytes each way (every worker it started), lost workers, the last failure."""
+        parts = [f"sent {_size(self.bytes_sent)}", f"received {_size(self.bytes_received)}"]
+        if self.failures:
+            parts.append(f"workers lost {self.failures}")
+        if self.failure:
+            parts.append(f"failed: {self.failure}")
+        return ", ".join(parts)
 
     def closing_line(self) -> str:
-        stats = self.stats if self.dispatcher or self.stats.results else None
-        sent = self.channel.bytes_sent if self.channel else 0
-        recv = self.channel.bytes_received if self.channel else 0
-        if stats is None:
-            return f"  {self.name}: no boards ({self.failure or 'not started'})"
-        state = f", failed: {self.failure}" if self.failure else ""
-        return (f"  {self.name}: {stats.boards} boards, {stats.results} results, busy "
-                f"{stats.busy:.1f}s, sent {_size(sent)}, received {_size(recv)}{state}")
+        """The closing line of a machine that never joined the pool, and why."""
+        why = self.failure or (f"{self.state}: {self.note}" if self.note else "not started")
+        return f"  {self.name}: no boards ({why})"
 
 
 def _size(n: int) -> str:
@@ -329,80 +472,3 @@ def _size(n: int) -> str:
     if n < 1024 * 1024:
         return f"{n / 1024:.1f}KB"
     return f"{n / 1024 / 1024:.1f}MB"
-
-
-def _push_tip(plan: Any) -> tuple[str, list[str]]:
-    """What to push and the hashes workers build: the branch tip, or a snapshot."""
-    if plan.branch is None:
-        snap = gitutil.snapshot_working_tree(plan.src_dir)
-        return snap, [snap for _ in plan.commits]
-    tip = gitutil.git(["rev-parse", "--verify", f"{plan.commits[-1].hash}^{{commit}}"],
-                      cwd=plan.src_dir).strip()
-    branch_tip = gitutil.git(["rev-parse", "--verify",
-                              f"{plan.branch.split('..')[-1]}^{{commit}}"],
-                             cwd=plan.src_dir, check=False).strip()
-    return branch_tip or tip, [c.hash for c in plan.commits]
-
-
-def remote_starter(settings: Settings) -> Callable[[Any], list[RemoteExecutor]]:
-    """The runner's hook: probe and start every available machine."""
-
-    def start(ctx: Any) -> list[RemoteExecutor]:
-        args: argparse.Namespace = ctx.args
-        try:
-            machines = select_machines(settings, args.use_machines)
-        except MachinesError as exc:
-            raise PlanError(str(exc)) from None
-        bad_hosts = [m for m in machines if m.host.startswith("-")]
-        for m in bad_hosts:
-            # It would reach ssh's and git's command lines as an option.
-            ctx.log(f"  {m.name}: unavailable: host {m.host!r} must not start with '-'")
-        machines = [m for m in machines if m not in bad_hosts]
-        session = SshSession.create()
-        executors: list[RemoteExecutor] = []
-
-        def close_all() -> None:
-            """Every worker told to quit and every connection closed, in parallel, bounded."""
-            quitters = [threading.Thread(target=ex.abort, daemon=True) for ex in executors]
-            for t in quitters:
-                t.start()
-            deadline = time.monotonic() + QUIT_SECONDS
-            for t in quitters:
-                t.join(max(0.0, deadline - time.monotonic()))
-            for ex in executors:
-                ex.join(max(0.0, deadline - time.monotonic()))
-            if ctx.stop.is_set() or all(not ex._thread.is_alive() for ex in executors):
-                session.close()
-
-        ctx.closers.append(close_all)
-        for m in machines:
-            report_phase(ctx, m.name, phase.PROBING)
-        statuses = probe_machines(machines, session, progress=ctx.log)
-        available = []
-        for status in statuses:
-            if status.available:
-                available.append(status)
-            else:
-                report_phase(ctx, status.name, phase.UNAVAILABLE, status.reason)
-                ctx.log(f"  {status.name}: unavailable: {status.reason}")
-        if not available:
-            if args.no_local:
-                raise PlanError("No machines available: " + "; ".join(
-                    f"{s.name}: {s.reason}" for s in statuses))
-            ctx.log("No machines available: building everything locally")
-            return []
-        manifest = getattr(ctx, "manifest", None)
-        if manifest is not None:
-            for status in available:
-                manifest.add_machine(status.name, status.toolchains, status.config.host,
-                                     status.max_boards)
-            if problem := manifest.save():
-                ctx.log(f"Warning: {problem}")
-        tip, hashes = _push_tip(ctx.plan)
-        executors += [RemoteExecutor(s, ctx, session, settings, tip, hashes) for s in available]
-        ctx.log(f"Starting workers on {len(executors)} machines: "
-                + ", ".join(e.name for e in executors))
-        ctx.remote_executors = executors
-        return executors
-
-    return start

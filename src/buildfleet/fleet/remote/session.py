@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buildfleet.errors import InfraError
-from buildfleet.fleet.protocol import ProtocolError
+from buildfleet.fleet.protocol import FEATURES, ProtocolError, seed_result
 from buildfleet.fleet.remote.channel import Channel, ChannelError, ChannelTimeout
 from buildfleet.model import BuildJob, BuildResult
 from buildfleet.results.writer import UnsafeResult
 
+FULL_FEATURES = frozenset(FEATURES)
 LIVENESS_SECONDS = 30.0
 LIVENESS_ENV = "BUILDFLEET_LIVENESS_SECONDS"
 PREPARE_SECONDS = 300.0
@@ -33,6 +34,27 @@ QUIT_SECONDS = 10.0
 
 class WorkerLost(InfraError):
     """This worker can no longer be trusted with boards (one-line reason)."""
+
+
+class MachineBusy(InfraError):
+    """The machine is in use by other runs (its threads, or our work directories):
+    not a fault of the machine, so it is waited for, never quarantined."""
+
+
+class MachineUnusable(InfraError):
+    """The machine cannot do this run (a missing toolchain wrapper, a worker that
+    cannot be driven): said once, not retried, never counted as a failure."""
+
+
+def refusal(msg: dict[str, Any]) -> Exception:
+    """The exception for an ``error`` reply, by its ``reason``."""
+    text = str(msg.get("msg", ""))
+    reason = msg.get("reason")
+    if reason in ("busy", "in_use"):
+        return MachineBusy(text)
+    if reason == "unusable":
+        return MachineUnusable(text)
+    return WorkerLost(f"worker error: {text}")
 
 
 def liveness_seconds(environ: dict[str, str] | None = None) -> float:
@@ -98,7 +120,7 @@ class RemoteSession:
             if resp == want:
                 return msg
             if resp == "error":
-                raise WorkerLost(f"worker error: {msg.get('msg', '')}")
+                raise refusal(msg)
             if resp in accept or resp == "heartbeat":
                 continue
             raise WorkerLost(f"unexpected '{resp}' while waiting for '{want}'")
@@ -112,11 +134,15 @@ class RemoteDispatcher:
                  accept: Callable[[BuildResult], bool], finished: Callable[[str], None],
                  stop: threading.Event, log: Callable[[str], None],
                  lost: Callable[[str, str], None] | None = None,
-                 late: Callable[[BuildResult], None] | None = None) -> None:
+                 late: Callable[[BuildResult], None] | None = None,
+                 features: frozenset[str] = FULL_FEATURES) -> None:
         """``lost(target, reason)``: the worker gave ``target`` up for an infrastructure
         reason (``infra_error``); the board goes back to the pool, nothing is written.
         ``late(result)``: a result of a cancelled (lost hedge) copy; never written, but
-        the sink can still compare it with the winner's (reproducibility check)."""
+        the sink can still compare it with the winner's (reproducibility check).
+        ``features``: what the worker announced in ``ready``; a seed-protocol worker
+        (none) builds every prepared commit of a board whatever ``commits`` asked,
+        so its results for commits nobody asked for are dropped, not a fault."""
         self.name = name
         self.session = session
         self.max_boards = max(1, max_boards)
@@ -130,6 +156,8 @@ class RemoteDispatcher:
         self.lost = lost
         self.late = late
         self.in_flight: dict[str, set[int]] = {}
+        self.features = features
+        self._given: set[str] = set()
         self._dropped: set[str] = set()
         self.stats = RemoteStats()
         self._busy_since: float | None = None
@@ -176,6 +204,7 @@ class RemoteDispatcher:
                    if board.base_target else {}),
             })
             self.in_flight[board.target] = {c.sequence for c in job.commits}
+            self._given.add(board.target)
             if self._busy_since is None:
                 self._busy_since = time.monotonic()
 
@@ -187,6 +216,8 @@ class RemoteDispatcher:
             raise WorkerLost(f"worker error: {msg.get('msg', '')}")
         if resp != "build_result":
             raise WorkerLost(f"unexpected '{resp}' during the build")
+        if "files" not in self.features:
+            msg = seed_result(msg)
         try:
             result = BuildResult.from_wire(msg, host=self.name)
         except ValueError as exc:
@@ -204,6 +235,9 @@ class RemoteDispatcher:
         if result.target in self._dropped:
             return  # given up after an infrastructure failure: the rest is moot
         waiting = self.in_flight.get(result.target)
+        if ((waiting is None or result.sequence not in waiting)
+                and "commits" not in self.features and result.target in self._given):
+            return  # a seed worker builds all commits of a board: this one was not asked
         if waiting is None or result.sequence not in waiting:
             raise WorkerLost(f"build_result for {result.target!r} that was not asked for")
         if result.infra_error:

@@ -50,9 +50,11 @@ from buildfleet.fleet.protocol import (
 )
 from buildfleet.fleet.worker import reaper
 from buildfleet.fleet.worker.streams import Output, become_leader, cpu_threads, private_streams
+from buildfleet.fleet.worker.threads import ThreadClaim, ThreadsError, claim_threads
 from buildfleet.fleet.worker.tools import (
     CommandError,
     check_commits,
+    check_wrapper,
     ensure_head,
     load_toolchains,
     parse_flags,
@@ -158,6 +160,8 @@ class Worker:
         self.nthreads = cpu_threads()
         self.host = socket.gethostname()
         self.work: WorkDir | None = None
+        self.shared_dir: Path | None = None
+        self.claim = ThreadClaim()
         self.flags = BuildFlags()
         self.builder: Builder | None = None
         self.toolchain_map: dict[str, str] = {}
@@ -203,9 +207,9 @@ class Worker:
                 msg = decode_command_line(item)
                 if not handlers[msg["cmd"]](msg):
                     return 0
-            except (ProtocolError, CommandError, WorkDirError) as exc:
+            except (ProtocolError, CommandError, WorkDirError, ThreadsError) as exc:
                 self.dlog(f"error: {exc}")
-                self.out.send(error_reply(str(exc)))
+                self.out.send(error_reply(str(exc), getattr(exc, "reason", "")))
             except Exception as exc:  # noqa: BLE001 - a bad command must not kill us
                 self.log(f"W: internal error: {exc}\n{traceback.format_exc()}")
                 self.out.send(error_reply(f"internal error: {exc}"))
@@ -243,6 +247,8 @@ class Worker:
                 self.work.release()
             self.work = new
             self._start_slots([])
+        shared = msg.get("shared_dir")
+        self.shared_dir = Path(os.path.expanduser(shared)).absolute() if shared else None
         self.dlog(f"setup: {self.work.path}")
         # pid: so a boss that gives this worker up can stop it and its makes.
         self.out.send({"resp": "setup_done", "work_dir": str(self.work.path),
@@ -253,12 +259,15 @@ class Worker:
         with self.lock:
             if self.pending or self.busy:
                 raise CommandError("cannot configure while boards are building")
-        self._configure(parse_flags(msg["settings"]), msg.get("toolchains") or {})
+        wrapper = msg.get("wrapper")
+        self._configure(parse_flags(msg["settings"]), msg.get("toolchains") or {},
+                        None if wrapper is None else check_wrapper(wrapper))
         self.out.send({"resp": "configure_done", "toolchains": self.toolchain_map,
                        "archs": sorted(self._archs)})
         return True
 
-    def _configure(self, flags: BuildFlags, hint: dict[str, str]) -> None:
+    def _configure(self, flags: BuildFlags, hint: dict[str, str],
+                   wrapper: str | None = None) -> None:
         try:
             parse_adjust_args(flags.adjust_cfg)
         except AdjustError as exc:
@@ -267,7 +276,7 @@ class Worker:
             raise CommandError(f"configure: bad --fragments {list(flags.fragments)}")
         if flags.dtc_skip and find_dtc(dict(os.environ)) is None:
             raise CommandError("configure: --dtc-skip: Cannot find dtc on this machine")
-        tcs = load_toolchains(hint, self.log)
+        tcs = load_toolchains(hint, self.log, wrapper)
         self.flags = flags
         if flags.jobserver and self.jobserver is None:
             # The machine's one jobserver: kept across configures and build
@@ -293,7 +302,8 @@ class Worker:
             self._configure(BuildFlags(), {})
         self.commits = [Commit(i, h) for i, h in enumerate(hashes)]
         self.max_boards = msg.get("max_boards") or self.nthreads
-        count = min(self.nthreads, self.max_boards)
+        self._claim_threads()
+        count = min(self.claim.count, self.max_boards)
         self.dlog(f"build_prepare: {len(hashes)} commits threads={count} "
                   f"max_boards={self.max_boards}")
         self.out.send({"resp": "build_started", "num_threads": count})
@@ -306,6 +316,21 @@ class Worker:
         self._start_slots(slots)
         self.out.send({"resp": "build_prepare_done"})
         return True
+
+    def _claim_threads(self) -> None:
+        """Take this machine's free build threads (shared with the other workers of this
+        login when the boss named a ``shared_dir``); CommandError ``busy`` if none is free."""
+        assert self.work is not None
+        self.claim.release()
+        shared = self.shared_dir or self.work.path
+        self.claim, holders = claim_threads(shared, self.nthreads, self.nthreads)
+        if not self.claim.count:
+            pids = ", ".join(str(p) for p in holders) or "unknown"
+            raise CommandError(f"busy: all {self.nthreads} build threads of this machine are "
+                               f"in use by other workers (pids {pids})", reason="busy")
+        if self.claim.count < self.nthreads:
+            self.log(f"W: {self.nthreads - self.claim.count} of {self.nthreads} threads are "
+                     f"in use by other workers; building with {self.claim.count}")
 
     def _start_slots(self, slots: list[Slot]) -> None:
         with self.lock:
@@ -396,7 +421,9 @@ class Worker:
 
     # -- slots ------------------------------------------------------------------
     def _make_jobs(self, active: int) -> int:
-        return make_jobs(self.nthreads, self.max_boards, active)
+        # The threads this worker claimed (the rest of the machine is other runs').
+        return make_jobs(self.claim.count or self.nthreads,
+                         min(self.max_boards, len(self.slots)) or self.max_boards, active)
 
     def heartbeat_loop(self, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT_INTERVAL):
@@ -421,6 +448,7 @@ class Worker:
         for runner in self.runners:
             runner.join(max(0.0, deadline - time.monotonic()))
         reaper.reap(include_own_group=leader)
+        self.claim.release()
         if self.work is not None:
             self.work.release()
             self.work = None

@@ -7,6 +7,8 @@ Kept out of ``worker.py`` so that file is only the loop and its threads.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +28,17 @@ GIT_CHECK_TIMEOUT = 60.0
 
 
 class CommandError(InfraError):
-    """A well-formed command the worker cannot carry out now."""
+    """A well-formed command the worker cannot carry out now.
+
+    ``reason`` (sent as the ``error`` reply's ``reason``) tells the boss what
+    kind of refusal it is: ``busy`` (every build thread of the machine is in
+    use by other workers: try later), ``unusable`` (this machine cannot do
+    this run, e.g. the toolchain wrapper is missing), or "" (a fault).
+    """
+
+    def __init__(self, msg: str, reason: str = "") -> None:
+        super().__init__(msg)
+        self.reason = reason
 
 
 def parse_flags(settings: dict[str, Any]) -> BuildFlags:
@@ -36,12 +48,28 @@ def parse_flags(settings: dict[str, Any]) -> BuildFlags:
         raise CommandError(f"configure: bad settings: {exc}") from None
 
 
-def load_toolchains(hint: dict[str, str], log: Callable[[str], None]) -> Toolchains:
+def check_wrapper(wrapper: str) -> str:
+    """The boss's ``[toolchain-wrapper]`` if its program exists here; CommandError if not."""
+    words = wrapper.split()
+    if not words:
+        return ""
+    if shutil.which(os.path.expanduser(words[0])) is None:
+        raise CommandError(f"configure: toolchain wrapper {words[0]!r} not found on this "
+                           f"machine (PATH={os.environ.get('PATH', '')})", reason="unusable")
+    return wrapper
+
+
+def load_toolchains(hint: dict[str, str], log: Callable[[str], None],
+                    wrapper: str | None = None) -> Toolchains:
     """This machine's toolchains, with the boss's ``{arch: gcc}`` hint first.
 
     A hinted compiler that exists here and answers ``--version`` wins for its
     arch (the boss chose it); every other arch comes from this machine's own
     ``~/.buildman`` and PATH, so a worker builds with what it really has.
+    ``wrapper`` (the boss's ``[toolchain-wrapper]``, "" for none) replaces the
+    machine's own for every toolchain, so a board builds with the same
+    ``CROSS_COMPILE`` here as on the boss; None (an older boss) keeps the
+    machine's own.
     """
     try:
         settings = load_settings(create=False)
@@ -61,7 +89,7 @@ def load_toolchains(hint: dict[str, str], log: Callable[[str], None]) -> Toolcha
         for tc, (ok, _out) in zip(candidates, test_toolchains(candidates), strict=True):
             if ok:
                 tcs.add(tc)
-    return tcs
+    return tcs if wrapper is None else tcs.with_wrapper(wrapper)
 
 
 def check_commits(git_dir: Path, hashes: Sequence[str | None]) -> list[str]:

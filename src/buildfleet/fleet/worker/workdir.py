@@ -28,7 +28,15 @@ LOCK_NAME = ".lock"
 
 
 class WorkDirError(InfraError):
-    """The work directory cannot be used; the text is the ``error`` reply."""
+    """The work directory cannot be used; the text is the ``error`` reply.
+
+    ``reason`` is ``in_use`` when another live worker holds it (the boss then
+    tries another directory of its own), else "".
+    """
+
+    def __init__(self, msg: str, reason: str = "") -> None:
+        super().__init__(msg)
+        self.reason = reason
 
 
 def is_worker_process(pid: int) -> bool:
@@ -111,12 +119,12 @@ def _take_lock(path: Path) -> int:
             where = f"pid {pid}" if pid else "another worker"
             if host and host != socket.gethostname():
                 where += f" on {host}"
-            raise WorkDirError(f"work directory {path} is in use by {where}")
+            raise WorkDirError(f"work directory {path} is in use by {where}", reason="in_use")
         if host and host != socket.gethostname() and pid:
             # Another machine sharing this directory (NFS home): we cannot
             # see its processes, and its flock did not reach us. Refuse.
             raise WorkDirError(f"work directory {path} is locked by pid {pid} on {host} "
-                               f"(remove {lock} if that worker is gone)")
+                               f"(remove {lock} if that worker is gone)", reason="in_use")
         os.ftruncate(fd, 0)
         os.pwrite(fd, me.encode(), 0)
         return fd

@@ -1,0 +1,245 @@
+"""Sharing machines, and the workers a boss can drive, over the real-sshd harness.
+
+Why: a build machine is shared by design (two developers, a CI job and a
+nightly run start ``--dist`` with the same machines), its shipped tool may be
+damaged, the run's ``[toolchain-wrapper]`` must apply there too, and
+``--machines-buildman-path`` may name a worker that speaks only the seed's
+protocol (buildman's own). Each case runs the real ``buildfleet`` against
+loopback machines (separate logins) and compares the output tree with a
+clean local build; the ``fleet`` fixture checks that nothing is left running.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bfrun import bf_env
+from buildfleet.fleet.machines.ship import build_zipapp
+from faultkit import Tree, assert_same_tree, demo_and_reference, hosts_in, read_tree, start_dist
+from sshd_harness import SshdHarness
+
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+
+BOARDS = 6
+ENV = {"BUILDFLEET_LIVENESS_SECONDS": "20"}
+
+# A worker that speaks only the seed's protocol: buildfleet's worker behind a
+# filter that refuses buildfleet's command-line additions, drops the commands
+# and fields the seed does not have (cancel_board, commit subsets, features,
+# result files...) and sends sizes the seed's way ({"raw": ...}). Runs on the
+# machine's bare /usr/bin/python3.
+SEED_WORKER = r'''#!/usr/bin/python3
+import base64, json, os, subprocess, sys, threading
+if sys.argv[1:] != ["--worker"]:
+    sys.stderr.write("seedworker: error: unrecognized arguments: %s\n" % " ".join(sys.argv[2:]))
+    sys.exit(2)
+PYZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "buildfleet.pyz")
+COMMANDS = {"setup": ("work_dir",), "configure": ("settings", "toolchains"),
+            "build_prepare": ("commits",), "build_board": ("board", "arch"),
+            "build_done": (), "quit": ()}
+REPLIES = {"ready": ("nthreads", "slots"), "setup_done": ("work_dir", "git_dir"),
+           "configure_done": (), "build_started": ("num_threads",),
+           "worktree_created": ("thread",), "build_prepare_done": (),
+           "heartbeat": ("board", "thread"),
+           "build_result": ("board", "commit_upto", "return_code", "stdout", "stderr"),
+           "build_done": ("exceptions",), "quit_ack": (), "error": ("msg",)}
+child = subprocess.Popen([sys.executable, PYZ, "--worker"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE)
+lock = threading.Lock()
+def send(obj):
+    with lock:
+        sys.stdout.write("BM> " + json.dumps(obj) + "\n")
+        sys.stdout.flush()
+def replies():
+    for raw in child.stdout:
+        if not raw.startswith(b"BM> "):
+            continue
+        msg = json.loads(raw[4:])
+        keep = REPLIES.get(msg.get("resp"))
+        if keep is None:
+            continue
+        out = dict((k, msg[k]) for k in ("resp",) + keep if k in msg)
+        sizes = (msg.get("files") or {}).get("sizes")
+        if msg["resp"] == "build_result" and sizes:
+            out["sizes"] = {"raw": base64.b64decode(sizes).decode()}
+        send(out)
+reader = threading.Thread(target=replies)
+reader.start()
+for line in sys.stdin:
+    msg = json.loads(line)
+    keep = COMMANDS.get(msg.get("cmd"))
+    if keep is None:
+        send({"resp": "error", "msg": "unknown command: %s" % msg.get("cmd")})
+        continue
+    child.stdin.write((json.dumps(dict((k, msg[k]) for k in ("cmd",) + keep if k in msg))
+                       + "\n").encode())
+    child.stdin.flush()
+child.stdin.close()
+reader.join()
+child.wait()
+'''
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Tree]:
+    """A demo tree and the output tree of a clean local build of its branch."""
+    return demo_and_reference(tmp_path_factory.mktemp("sharing"), BOARDS)
+
+
+def _names(h: SshdHarness) -> str:
+    return ",".join(m.name for m in h.reachable)
+
+
+def _no_failure(stdout: str) -> None:
+    for bad in ("Worker failed", "Quarantined", "Not built", "Traceback"):
+        assert bad not in stdout, stdout
+
+
+def test_two_bosses_share_two_machines(demo: tuple[Path, Tree], fleet: SshdHarness,
+                                       tmp_path: Path) -> None:
+    """Two bosses (two trees) start together with the same two machines and no local
+    slots: each gets its own work directory there, the machine's threads are shared
+    (one boss waits or takes fewer), and both finish with every result right."""
+    tree, want = demo
+    other = tmp_path / "tree2"
+    shutil.copytree(tree, other, symlinks=True)
+    runs = [start_dist(src, tmp_path / f"out{i}", fleet.settings_file, "--use-machines",
+                       _names(fleet), "--no-local", env=ENV)
+            for i, src in enumerate((tree, other))]
+    results = [run.wait(timeout=400) for run in runs]
+    for i, (rc, stdout, stderr) in enumerate(results):
+        assert rc == 100, stdout + stderr  # the demo branch has real build errors
+        _no_failure(stdout)
+        assert_same_tree(read_tree(tmp_path / f"out{i}" / "demo"), want)
+        assert set(hosts_in(tmp_path / f"out{i}" / "demo")) <= {m.name for m in fleet.reachable}
+    # One work directory per boss (tree) on each machine that built for both.
+    for m in fleet.reachable:
+        dirs = sorted(p.name for p in (m.home / ".buildfleet-worker").glob("b-*"))
+        assert all(re.fullmatch(r"b-[0-9a-f]{16}", d) for d in dirs), dirs
+    both = [m for m in fleet.reachable
+            if all(hosts_in(tmp_path / f"out{i}" / "demo").get(m.name) for i in (0, 1))]
+    for m in both:
+        assert len(list((m.home / ".buildfleet-worker").glob("b-*"))) >= 2
+
+
+def test_the_same_tree_reuses_its_work_directory(demo: tuple[Path, Tree], fleet: SshdHarness,
+                                                 tmp_path: Path) -> None:
+    """The same user's next run of the same tree finds its work directory again."""
+    tree, _ = demo
+    m = fleet.reachable[0]
+    for out in ("a", "b"):
+        run = start_dist(tree, tmp_path / out, fleet.settings_file, "--use-machines", m.name,
+                         "--no-local", "-c", "1", "sandbox", env=ENV)
+        rc, stdout, stderr = run.wait()
+        assert rc == 0, stdout + stderr
+    log = (tmp_path / "b" / "demo" / f"worker-{m.name}.log").read_text()
+    first = (tmp_path / "a" / "demo" / f"worker-{m.name}.log").read_text()
+    used = re.findall(r"setup_done: (\S+)", log)
+    assert used and used == re.findall(r"setup_done: (\S+)", first), log
+
+
+def _out_env(build: Path) -> str:
+    """CROSS_COMPILE as ``out-env`` records it (buildman's ``K="V"`` pairs, no separator)."""
+    found = re.search(r'CROSS_COMPILE="[^"]*"', (build / "out-env").read_text())
+    assert found, build
+    return found.group(0)
+
+
+def test_toolchain_wrapper_reaches_the_workers(demo: tuple[Path, Tree], fleet: SshdHarness,
+                                               tmp_path: Path) -> None:
+    """``[toolchain-wrapper]`` (``env`` standing in for ccache) applies on a worker as
+    locally; a wrapper the machine lacks makes it unusable for the run, said once."""
+    tree, _ = demo
+    m = fleet.reachable[0]
+    settings = tmp_path / "wrapped.cfg"
+    settings.write_text(fleet.settings_file.read_text() + "\n[toolchain-wrapper]\nwrapper = env\n")
+    local = subprocess.run([sys.executable, "-m", "buildfleet", "-G", str(settings), "-b", "demo",
+                            "-c", "1", "-o", str(tmp_path / "local"), "acme_arm1"], cwd=tree,
+                           env=bf_env(None), capture_output=True, text=True, timeout=300)
+    assert local.returncode in (0, 101), local.stdout + local.stderr
+    run = start_dist(tree, tmp_path / "remote", settings, "--use-machines", m.name, "--no-local",
+                     "-c", "1", "acme_arm1", env=ENV)
+    rc, stdout, stderr = run.wait()
+    assert rc == local.returncode, stdout + stderr
+    (lbuild,) = (tmp_path / "local" / "demo").glob("*/acme_arm1")
+    (rbuild,) = (tmp_path / "remote" / "demo").glob("*/acme_arm1")
+    assert (rbuild / "host").read_text().strip() == m.name
+    assert _out_env(rbuild) == _out_env(lbuild) == 'CROSS_COMPILE="env arm-linux-gnueabihf-"'
+    # A wrapper only the boss has (in a directory of root's the machine users cannot read).
+    hidden = Path(tmp_path / "private")
+    hidden.mkdir(mode=0o700)
+    wrapper = hidden / "mywrap"
+    wrapper.write_text("#!/bin/sh\nexec \"$@\"\n")
+    wrapper.chmod(0o755)
+    settings.write_text(fleet.settings_file.read_text()
+                        + f"\n[toolchain-wrapper]\nwrapper = {wrapper}\n")
+    run = start_dist(tree, tmp_path / "missing", settings, "--use-machines", m.name,
+                     "--no-local", "-c", "1", "acme_arm1", env=ENV)
+    rc, stdout, stderr = run.wait()
+    said = [ln for ln in stdout.splitlines() if f"{m.name}: cannot be used:" in ln]
+    assert len(said) == 1 and f"toolchain wrapper '{wrapper}' not found" in said[0], stdout
+    assert "Quarantined" not in stdout and "Worker failed" not in stdout, stdout
+    assert rc == 100, stdout + stderr  # nothing could build the board
+
+
+def test_truncated_shipped_tool_is_replaced(demo: tuple[Path, Tree], fleet: SshdHarness,
+                                            tmp_path: Path) -> None:
+    tree, _ = demo
+    m = fleet.reachable[0]
+    assert m.user is not None
+    app = build_zipapp()
+    pyz = m.home / ".buildfleet-worker" / ".tool" / app.name
+    pyz.parent.mkdir(parents=True, exist_ok=True)
+    pyz.write_bytes(app.path.read_bytes()[:4096])  # a copy cut short (a full disk)
+    for path in (m.home / ".buildfleet-worker", pyz.parent, pyz):
+        shutil.chown(path, m.user, m.user)
+    run = start_dist(tree, tmp_path / "o", fleet.settings_file, "--use-machines", m.name,
+                     "--no-local", "-c", "1", "sandbox", env=ENV)
+    rc, stdout, stderr = run.wait()
+    assert rc == 0, stdout + stderr
+    assert f"{m.name}: the shipped {app.name} is damaged (4096 bytes" in stdout, stdout
+    _no_failure(stdout)
+    assert pyz.read_bytes() == app.path.read_bytes()
+    assert hosts_in(tmp_path / "o" / "demo") == {m.name: 1}
+
+
+def test_seed_protocol_worker_builds_the_demo_branch(demo: tuple[Path, Tree],
+                                                     fleet: SshdHarness, tmp_path: Path) -> None:
+    """``--machines-buildman-path`` naming a worker that speaks only the seed's protocol:
+    started as ``PATH --worker``, given its work directory in ``setup``, no hedged
+    copies (it has no cancel_board), and every result of the branch right."""
+    tree, want = demo
+    installed = []
+    for m in fleet.reachable:
+        assert m.user is not None
+        seed = m.home / "seed"
+        seed.mkdir()
+        (seed / "seedworker").write_text(SEED_WORKER)
+        (seed / "seedworker").chmod(0o755)
+        shutil.copyfile(build_zipapp().path, seed / "buildfleet.pyz")
+        for path in (seed, seed / "seedworker", seed / "buildfleet.pyz"):
+            shutil.chown(path, m.user, m.user)
+        installed.append(seed)
+    try:
+        run = start_dist(tree, tmp_path / "o", fleet.settings_file, "--use-machines",
+                         _names(fleet), "--no-local", "--machines-buildman-path",
+                         "~/seed/seedworker", env=ENV)
+        rc, stdout, stderr = run.wait(timeout=400)
+    finally:
+        for seed in installed:
+            shutil.rmtree(seed, ignore_errors=True)
+    assert rc == 100, stdout + stderr
+    _no_failure(stdout)
+    for m in fleet.reachable:
+        assert f"{m.name}: ~/seed/seedworker speaks the seed's protocol only" in stdout, stdout
+    assert_same_tree(read_tree(tmp_path / "o" / "demo"), want)
+    assert re.search(r"hedged 0\b", stdout), stdout
+    for m in fleet.reachable:
+        log = (tmp_path / "o" / "demo" / f"worker-{m.name}.log").read_text()
+        assert "cancel_board" not in log and "unknown command" not in log, log
