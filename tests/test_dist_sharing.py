@@ -186,6 +186,10 @@ def test_toolchain_wrapper_reaches_the_workers(demo: tuple[Path, Tree], fleet: S
     assert len(said) == 1 and f"toolchain wrapper '{wrapper}' not found" in said[0], stdout
     assert "Quarantined" not in stdout and "Worker failed" not in stdout, stdout
     assert rc == 100, stdout + stderr  # nothing could build the board
+    # Not blamed on toolchains: the machine has the compiler, it lacks the wrapper.
+    assert "no executor with a toolchain" not in stdout, stdout
+    assert f"Not built (no machine left for them; {m.name}: cannot be used: " in stdout, stdout
+    assert not list((tmp_path / "missing" / "demo").glob("*/acme_arm1"))
 
 
 def test_truncated_shipped_tool_is_replaced(demo: tuple[Path, Tree], fleet: SshdHarness,

@@ -256,10 +256,17 @@ def _close_run(plan: RunPlan, args: argparse.Namespace, ctx: RunContext,
     missing = pool.unbuildable()
     abandoned = pool.abandoned()
     not_built = len(missing) + len(abandoned)
+    # Machines that left the run (busy, unusable, failed) may have had the toolchain:
+    # then the boards are not a toolchain problem, and no toolchain error is written.
+    gone = [f"{ex.name}: {why}" for ex in ctx.remote_executors if (why := ex.gone_reason())]
     if missing:
         names = ", ".join(sorted(j.board.target for j in missing))
-        print(f"Not built (no executor with a toolchain for them): {names}", file=out)
-        _record_missing_toolchains(ctx, missing)
+        if gone:
+            print(f"Not built (no machine left for them; {'; '.join(gone)}): {names}",
+                  file=out)
+        else:
+            print(f"Not built (no executor with a toolchain for them): {names}", file=out)
+            _record_missing_toolchains(ctx, missing)
     for target, reason in sorted(abandoned.items()):
         print(f"Not built: {target}: {reason}", file=out)
     for line in machines_block(policy.stats, counts, ctx.remote_executors,

@@ -5,7 +5,8 @@ Why a separate small script per machine: buildman matched any user's
 kill (or be blocked by) another's workers. Here a tiny script on the
 machine's own ``python3`` looks only at processes owned by the SSH user whose
 argv holds a ``--worker`` argument, stops them (SIGTERM, then SIGKILL after a
-grace period), and removes the lock of the default work directory.
+grace period), and removes the locks of the default work directory and of
+every boss's own work directory in it (``b-<hash>``).
 """
 
 from __future__ import annotations
@@ -60,11 +61,15 @@ for pid in pids:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+import glob
 lock = os.path.expanduser(sys.argv[1])
-try:
-    os.unlink(lock)
-except OSError:
-    pass
+# The base directory's lock and those of every boss's own work directory in it.
+base, name = os.path.split(lock)
+for path in [lock] + glob.glob(os.path.join(glob.escape(base), 'b-*', name)):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 print('killed %d' % len(pids) if pids else 'no workers')
 """
 

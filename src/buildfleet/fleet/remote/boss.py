@@ -460,6 +460,15 @@ class RemoteExecutor:
             parts.append(f"failed: {self.failure}")
         return ", ".join(parts)
 
+    def gone_reason(self) -> str:
+        """Why this machine is out of the run at its end ("" if it is not): it could
+        not be used, stayed busy with other runs, or failed (quarantined)."""
+        if self.failure:
+            return f"failed: {self.failure}"
+        if self.state == "cannot be used" or (self.state == "busy" and self.note):
+            return f"{self.state}: {self.note}"
+        return ""
+
     def closing_line(self) -> str:
         """The closing line of a machine that never joined the pool, and why."""
         why = self.failure or (f"{self.state}: {self.note}" if self.note else "not started")
