@@ -292,7 +292,10 @@ class RemoteExecutor:
                                on_noise=lambda ln: self.log.write("..", ln))
         session = RemoteSession(self.name, self.channel)
         try:
-            ready = session.wait_for("ready", READY_SECONDS)
+            # A starting worker sends nothing before ready (a cold python3 on a loaded
+            # machine may take seconds): the start-up bound applies, not the liveness one.
+            ready = RemoteSession(self.name, self.channel, liveness=READY_SECONDS).wait_for(
+                "ready", READY_SECONDS)
         except WorkerLost as exc:
             if installed:  # the program is not a worker we can drive: say why, once
                 said = "; ".join(self._stderr_tail) or str(exc)
