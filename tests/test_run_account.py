@@ -86,39 +86,39 @@ def test_closing_figures_of_a_scripted_run() -> None:
     at(7)  # a fresh worker on Alpha joins again
     pool.register("Alpha", 1, lambda b: True, cancel=cancelled.append)
     assert take("Alpha") == "b6"
-    at(10)
-    result("local", "b5")
-    assert take("local") == "b6"  # the pool is empty: a hedged second copy of b6
     at(11)
-    result("local", "b4")
-    at(12)
+    result("local", "b4")  # the pool is empty from here on
+    at(30)
+    result("local", "b5")
+    assert take("local") == "b6"  # Alpha's b6 is long overdue: a hedged second copy
+    at(32)
     result("local", "b6")  # the hedge wins; Alpha's copy is cancelled ...
     assert cancelled == ["b6"]
-    at(13)  # ... and its late result is compared, never written
+    at(33)  # ... and its late result is compared, never written
     assert not pool.owns("Alpha", "b6")
     repro.compare("b6", 0, HASHES, "local", HASHES, "Alpha", hedged=pool.was_hedged("b6"))
-    at(14)
+    at(34)
     pool.remove_executor("Alpha")
     pool.remove_executor("local")
-    at(15)
+    at(35)
     policy.stats.end(clock())
 
     stats = policy.stats
     lines = [completed_line(counts, counts.done - counts.previously, stats.wall),
              *machines_block(stats, counts, [Machine()]), stats.summary_line(),
              *repro.report_lines()]
-    # By hand: copies local b1 0-4, b2 0-6, b5 4-10, b4 6-11, b6 10-12 (all won: 23 s);
-    # Alpha b3 1-3 (won), b4 3-5 (lost with the worker), b6 7-12 (lost the hedge): 9 s,
-    # 7 wasted. Offered: local 2 slots x 14 s; Alpha 1 x (5-1) + 1 x (14-7) = 11.
-    # Useful 25 of 39 slot-s; the pool first ran dry at 10 (after b4 came back at 5).
+    # By hand: copies local b1 0-4, b2 0-6, b4 6-11, b5 4-30, b6 30-32 (all won: 43 s);
+    # Alpha b3 1-3 (won), b4 3-5 (lost with the worker), b6 7-32 (lost the hedge): 29 s,
+    # 27 wasted. Offered: local 2 slots x 34 s = 68; Alpha 1 x (5-1) + 1 x (34-7) = 31.
+    # Useful 45 of 99 slot-s; the pool last ran dry at 11 (b4 had come back at 5).
     assert lines == [
-        "Completed: 6 total built, duration 0:00:15, rate 0.40",
+        "Completed: 6 total built, duration 0:00:35, rate 0.17",
         "Machines:",
-        "  local: 5 boards, 5 results, 2 slots, busy 23.0 slot-s, idle 5.0 slot-s",
-        "  Alpha: 1 boards, 1 results, 1 slots, busy 9.0 slot-s, idle 2.0 slot-s, "
+        "  local: 5 boards, 5 results, 2 slots, busy 43.0 slot-s, idle 25.0 slot-s",
+        "  Alpha: 1 boards, 1 results, 1 slots, busy 29.0 slot-s, idle 2.0 slot-s, "
         "sent 1.0KB, received 2.0KB, workers lost 1",
-        "Dispatch: wall 15.0s, scheduling efficiency 64.1%, tail 5.0s, hedged 1, "
-        "re-dispatched 1, wasted 7.0 slot-s",
+        "Dispatch: wall 35.0s, scheduling efficiency 45.5%, tail 24.0s, hedged 1, "
+        "re-dispatched 1, wasted 27.0 slot-s",
         "Reproducibility: 1 results built twice compared (1 of hedged boards, 0 of boards "
         "built again), 0 mismatches",
     ]
