@@ -50,7 +50,7 @@ from buildfleet.fleet.protocol import (
 )
 from buildfleet.fleet.worker import reaper
 from buildfleet.fleet.worker.streams import Output, become_leader, cpu_threads, private_streams
-from buildfleet.fleet.worker.threads import ThreadClaim, ThreadsError, claim_threads
+from buildfleet.fleet.worker.threads import ThreadClaim, ThreadsError, claim_free_threads
 from buildfleet.fleet.worker.tools import (
     CommandError,
     check_commits,
@@ -302,7 +302,11 @@ class Worker:
             self._configure(BuildFlags(), {})
         self.commits = [Commit(i, h) for i, h in enumerate(hashes)]
         self.max_boards = msg.get("max_boards") or self.nthreads
-        self._claim_threads()
+        # The machine's free threads (shared with this login's other workers when the
+        # boss named a shared_dir); a "busy" error if there are none.
+        self.claim.release()
+        self.claim = claim_free_threads(self.shared_dir or self.work.path, self.nthreads,
+                                        lambda line: self.log(f"W: {line}"))
         count = min(self.claim.count, self.max_boards)
         self.dlog(f"build_prepare: {len(hashes)} commits threads={count} "
                   f"max_boards={self.max_boards}")
@@ -316,21 +320,6 @@ class Worker:
         self._start_slots(slots)
         self.out.send({"resp": "build_prepare_done"})
         return True
-
-    def _claim_threads(self) -> None:
-        """Take this machine's free build threads (shared with the other workers of this
-        login when the boss named a ``shared_dir``); CommandError ``busy`` if none is free."""
-        assert self.work is not None
-        self.claim.release()
-        shared = self.shared_dir or self.work.path
-        self.claim, holders = claim_threads(shared, self.nthreads, self.nthreads)
-        if not self.claim.count:
-            pids = ", ".join(str(p) for p in holders) or "unknown"
-            raise CommandError(f"busy: all {self.nthreads} build threads of this machine are "
-                               f"in use by other workers (pids {pids})", reason="busy")
-        if self.claim.count < self.nthreads:
-            self.log(f"W: {self.nthreads - self.claim.count} of {self.nthreads} threads are "
-                     f"in use by other workers; building with {self.claim.count}")
 
     def _start_slots(self, slots: list[Slot]) -> None:
         with self.lock:

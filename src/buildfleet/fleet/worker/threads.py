@@ -17,14 +17,25 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from buildfleet.errors import InfraError
 
 THREADS_DIR = ".threads"
 
 
-class ThreadsError(Exception):
-    """The thread files cannot be used (one line, fit for an ``error`` reply)."""
+class ThreadsError(InfraError):
+    """The thread files cannot be used (one line, fit for an ``error`` reply).
+
+    ``reason`` is ``busy`` when every thread is claimed by other workers (the
+    boss waits for the machine), else "".
+    """
+
+    def __init__(self, msg: str, reason: str = "") -> None:
+        super().__init__(msg)
+        self.reason = reason
 
 
 @dataclass
@@ -78,6 +89,21 @@ def claim_threads(shared_dir: Path, nthreads: int, want: int) -> tuple[ThreadCla
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         claim.fds.append(fd)
     return claim, sorted({p for p in holders if p > 0})
+
+
+def claim_free_threads(shared_dir: Path, nthreads: int,
+                       log: Callable[[str], None]) -> ThreadClaim:
+    """Every free thread of the machine; ThreadsError ``busy`` (with the holders' pids)
+    if there is none. Fewer than all is said to ``log``."""
+    claim, holders = claim_threads(shared_dir, nthreads, nthreads)
+    if not claim.count:
+        pids = ", ".join(str(p) for p in holders) or "unknown"
+        raise ThreadsError(f"busy: all {nthreads} build threads of this machine are in use "
+                           f"by other workers (pids {pids})", reason="busy")
+    if claim.count < nthreads:
+        log(f"{nthreads - claim.count} of {nthreads} threads are in use by other workers; "
+            f"building with {claim.count}")
+    return claim
 
 
 def _pid_in(fd: int) -> int:
