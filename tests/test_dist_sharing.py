@@ -182,7 +182,7 @@ def test_toolchain_wrapper_reaches_the_workers(demo: tuple[Path, Tree], fleet: S
     run = start_dist(tree, tmp_path / "missing", settings, "--use-machines", m.name,
                      "--no-local", "-c", "1", "acme_arm1", env=ENV)
     rc, stdout, stderr = run.wait()
-    said = [ln for ln in stdout.splitlines() if f"{m.name}: cannot be used:" in ln]
+    said = [ln for ln in stdout.splitlines() if ln.startswith(f"  {m.name}: cannot be used:")]
     assert len(said) == 1 and f"toolchain wrapper '{wrapper}' not found" in said[0], stdout
     assert "Quarantined" not in stdout and "Worker failed" not in stdout, stdout
     assert rc == 100, stdout + stderr  # nothing could build the board

@@ -188,7 +188,7 @@ def test_missing_worker_program_drops_the_machine(demo: tuple[Path, Tree], fleet
     rc, stdout, stderr = run.wait()
     assert rc == 100, stdout + stderr
     # Said once, with the reason; not a failure of the machine, so never retried.
-    said = [ln for ln in stdout.splitlines() if f"{name}: cannot be used:" in ln]
+    said = [ln for ln in stdout.splitlines() if ln.startswith(f"  {name}: cannot be used:")]
     assert len(said) == 1 and "No such file" in said[0], stdout
     assert "/no/such/dir/buildfleet --worker did not start a worker" in said[0], stdout
     assert f"Quarantined {name}" not in stdout and "Worker failed" not in stdout, stdout
