@@ -79,6 +79,25 @@ def _cfg(**kw: object) -> MachineConfig:
     return MachineConfig(name="M", host="m.example", **kw)  # type: ignore[arg-type]
 
 
+def test_probe_script_ranks_toolchains_as_toolchains_py_does() -> None:
+    """The script run on machines cannot import buildfleet, so it restates the
+    toolchain priorities: they must be the very numbers of ``toolchains.py``."""
+    from buildfleet import toolchains as tc
+
+    script: dict[str, object] = {"__name__": "probe_script"}
+    exec(compile(probe_script(), "probe_script.py", "exec"), script)  # noqa: S102 - our file
+    assert script["SUFFIXES"] == tc.SUFFIX_PRIORITY
+    for name in ("PRIO_DOWNLOAD", "PRIO_SUFFIX_BASE", "PRIO_NO_SUFFIX", "PRIO_PATH_BASE"):
+        assert script[name] == getattr(tc, name), name
+    rank = script["suffix_priority"]
+    assert callable(rank)
+    for path in ("/opt/x/bin/arm-none-eabi-gcc", "/usr/bin/aarch64-linux-gnu-gcc",
+                 "/usr/bin/riscv64-unknown-linux-gnu-gcc", "/usr/bin/gcc",
+                 "/t/or1k-elf-gcc", "/t/m68k-uclinux-gcc", "/t/weird-gcc"):
+        for base in (tc.PRIO_SUFFIX_BASE, tc.PRIO_PATH_BASE):
+            assert rank(path, base) == tc._suffix_priority(path, base), (path, base)
+
+
 def test_probe_script_reports_the_machine_and_its_own_toolchains() -> None:
     require(all(shutil.which(c) for c in CROSS), "the Debian cross compilers are not installed")
     status = judge(_cfg(busy_load=100, min_disk_mb=1, min_mem_mb=1), _local_probe())

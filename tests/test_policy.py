@@ -10,14 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buildfleet.build.makecmd import make_jobs
-from buildfleet.fleet.dispatch.costs import (
-    CostModel,
-    load_history,
-    scan_history,
-)
+from buildfleet.fleet.dispatch.costs import CostModel, load_history
 from buildfleet.fleet.dispatch.policy import CostAwarePolicy, FifoPolicy
 from buildfleet.fleet.dispatch.simulate import SimMachine, lower_bound, simulate
-from buildfleet.model import Board, BuildJob, Commit
+from buildfleet.model import LOCAL, Board, BuildJob, Commit
+from buildfleet.results.history import scan_history
 
 COMMIT = (Commit(0, "a" * 40, "one"),)
 
@@ -342,7 +339,7 @@ def test_load_history_reads_tree_and_fits_speeds(tmp_path: Path) -> None:
     samples = scan_history(out)
     assert sorted((s.target, s.host, s.seconds) for s in samples) == [
         ("board1", "fast", 10.0), ("board1", "slow", 20.0), ("board2", "slow", 40.5),
-        ("board3", "", 7.0), ("board6", "fast", 3.5), ("board7", "fast", 12.0)]
+        ("board3", LOCAL, 7.0), ("board6", "fast", 3.5), ("board7", "fast", 12.0)]
 
     m = load_history(out, [Board("board1", "arm"), Board("board2", "arm"),
                            Board("board6", "riscv")])

@@ -606,3 +606,20 @@ def test_workers_share_the_machine_threads(home: Path, tmp_path: Path,
     finally:
         first.close()
         second.close()
+
+
+def test_one_answer_to_is_this_process_a_worker() -> None:
+    """The lock check and --kill-workers (sent to machines) ask the same function."""
+    from buildfleet.fleet.machines.kill import KILL_SCRIPT
+    from buildfleet.fleet.worker.workdir import is_worker_argv
+
+    assert is_worker_argv([b"python3", b"/home/u/.bm/.tool/buildfleet-0123.pyz", b"--worker"])
+    assert is_worker_argv([b"/opt/buildfleet/bin/buildfleet", b"--worker", b"-D"])
+    assert not is_worker_argv([b"python3", b"/home/u/.bm/.tool/buildfleet-0123.pyz", b"-n"])
+    assert not is_worker_argv([b"celery", b"--worker"])  # someone else's worker
+    assert "def is_worker_argv(" in KILL_SCRIPT and "if is_worker_argv(argv):" in KILL_SCRIPT
+    namespace: dict[str, object] = {}
+    exec(compile(KILL_SCRIPT.split("\nimport os", 1)[0], "kill", "exec"), namespace)  # noqa: S102
+    assert namespace["is_worker_argv"] is not is_worker_argv  # the copy the machine runs...
+    copy = namespace["is_worker_argv"]
+    assert callable(copy) and copy([b"x/buildfleet.pyz", b"--worker"])  # ...agrees

@@ -13,6 +13,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+LOCAL = "local"
+"""The name of this machine's slots as an executor and as a host in reports.
+
+A result built here has ``host == ""`` (no ``host`` file, as buildman); every
+place that names where a result was built says ``host or LOCAL``.
+"""
+
 
 @dataclass(frozen=True)
 class Board:

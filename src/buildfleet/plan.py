@@ -28,6 +28,7 @@ from buildfleet.results.paths import (
     is_commit_dir,
     work_dir,
 )
+from buildfleet.results.reader import is_done, read_done
 from buildfleet.settings import Settings
 
 
@@ -89,19 +90,6 @@ class RunPlan:
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
-
-
-def read_done(path: Path) -> int | None:
-    """A result's return code; None if absent or unreadable (meaning: build it)."""
-    try:
-        text = (path / "done").read_text().strip()
-    except OSError:
-        return None
-    try:
-        rc = int(text)
-    except ValueError:
-        return None
-    return None if rc == -1 else rc
 
 
 def resolve_allow_missing(args: argparse.Namespace, settings: Settings, nboards: int) -> bool:
@@ -237,7 +225,7 @@ def needs_build(path: Path, flags: BuildFlags, force_failures: bool,
     if current_source or flags.force_build:
         return True, None
     rc = read_done(path)
-    if rc is None:
+    if not is_done(rc):
         return True, None
     if force_failures and (rc != 0 or (path / "err").is_file()):
         return True, rc

@@ -26,18 +26,19 @@ from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.workspace import prepare_slots
 from buildfleet.fleet import status as phase
 from buildfleet.fleet.dispatch.costfile import CostData, update_cache
-from buildfleet.fleet.dispatch.costs import CostModel, scan_base
+from buildfleet.fleet.dispatch.costs import CostModel
 from buildfleet.fleet.dispatch.costsources import run_costs, tree_id
 from buildfleet.fleet.dispatch.policy import CostAwarePolicy
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
 from buildfleet.fleet.dispatch.stats import DispatchStats
-from buildfleet.fleet.local import LOCAL, LocalExecutor
+from buildfleet.fleet.local import LocalExecutor
 from buildfleet.fleet.runlog import RunLog
 from buildfleet.fleet.status import FleetStatus, fleet_snapshot
-from buildfleet.model import Board, BuildJob, BuildResult, toolchain_error_result
+from buildfleet.model import LOCAL, Board, BuildJob, BuildResult, toolchain_error_result
 from buildfleet.plan import RunPlan, cpu_count, slot_root
 from buildfleet.results import fleet_view
+from buildfleet.results.history import scan_base
 from buildfleet.results.manifest import MANIFEST_NAME, RunManifest, local_host
 from buildfleet.results.progress import Progress, RunCounts, completed_line
 from buildfleet.results.reader import read_result
@@ -229,7 +230,7 @@ def start_manifest(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchai
                            plan.branch, [c.hash for c in plan.commits], len(plan.boards),
                            plan.results_to_build, plan.flags.to_dict())
     if not args.no_local:
-        manifest.add_machine("local", toolchains.to_map(), local_host(), plan.threads)
+        manifest.add_machine(LOCAL, toolchains.to_map(), local_host(), plan.threads)
     if problem := manifest.save():
         log(f"Warning: {problem}")
     return manifest
@@ -354,7 +355,7 @@ def _start_local(ctx: RunContext, toolchains: Toolchains,
                           ctx.stop, log, debug=args.debug)
     costs = ctx.costs
     ctx.pool.register(LOCAL, nslots, local_can_build, cancel=local.cancel,
-                      speed=costs.speed("") if costs is not None and not costs.empty else None)
+                      speed=costs.speed(LOCAL) if costs is not None and not costs.empty else None)
     return local
 
 

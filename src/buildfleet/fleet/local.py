@@ -14,9 +14,7 @@ from buildfleet.build.builder import Builder, Slot
 from buildfleet.build.slot_runner import SlotRunner
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
-from buildfleet.model import BuildJob, BuildResult
-
-LOCAL = "local"
+from buildfleet.model import LOCAL, BuildJob, BuildResult
 
 
 class _PoolFeed:

@@ -19,6 +19,8 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.text import Text
 
+from buildfleet.model import LOCAL
+
 PLAIN_INTERVAL = 10.0
 # Redraws per second: enough to look live, few enough that a terminal (or an
 # SSH session to it) never lags and the boss spends nothing noticeable.
@@ -49,7 +51,7 @@ class RunCounts:
         if previous:
             self.previously += 1
         else:
-            self.per_host[host or "local"] += 1
+            self.per_host[host or LOCAL] += 1
 
     def host_results(self) -> dict[str, int]:
         """Results built in this run per machine (``local`` for the local slots)."""
@@ -135,14 +137,14 @@ class Progress:
         remaining = c.total - c.done
         rem = f" -{remaining:<5}  " if remaining > 0 else " " * 8
         eta = self._eta(remaining)
-        where = f" [{host or 'local'}]" if board else ""
+        where = f" [{host or LOCAL}]" if board else ""
         return (f"{c.ok:5} {c.warned:5} {c.failed:5} /{c.total:<5} {rem}"
                 f"{eta + '  : ' if eta else ''}{board or '(starting)'}{where}")
 
     def machines_line(self) -> str:
         """Results per machine so far, once more than the local slots are at work."""
         per_host = self.counts.per_host
-        if not per_host or set(per_host) == {"local"}:
+        if not per_host or set(per_host) == {LOCAL}:
             return ""
         return "  " + "  ".join(f"{name}: {n}" for name, n in sorted(per_host.items()))
 

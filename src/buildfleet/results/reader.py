@@ -34,13 +34,31 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def parse_done(text: str) -> int:
-    """The return code in ``done``; an unreadable one counts as a failure (1)."""
-    first = text.splitlines()[0] if text.strip() else ""
+RETRY_RC = -1
+"""buildman's ``done`` for "build this again" (its workers write it on a retry)."""
+
+
+def read_done(build_dir: Path) -> int | None:
+    """The return code recorded in ``build_dir/done``, or None if there is none.
+
+    The one reading of ``done`` (the plan's "is it built?" and the summary's
+    "how did it end?" both ask here): None when the file is absent,
+    unreadable or its first line is not an integer (a write that never
+    finished: the board is built again). ``RETRY_RC`` is returned as is:
+    the summary shows it as an error, the plan builds the board again
+    (see ``is_done``).
+    """
+    text = _read_text(build_dir / "done")
+    first = text.splitlines()[0].strip() if text and text.strip() else ""
     try:
-        return int(first.strip())
+        return int(first)
     except ValueError:
-        return 1
+        return None
+
+
+def is_done(return_code: int | None) -> bool:
+    """Is a ``read_done`` answer a finished result (one the plan need not build again)?"""
+    return return_code is not None and return_code != RETRY_RC
 
 
 def image_key(filename: str) -> str:
@@ -137,15 +155,15 @@ def parse_toolchain(text: str) -> dict[str, str]:
 def read_result(build_dir: Path, *, filter_dtb: bool = False, filter_migration: bool = False,
                 squash_config_y: bool = True, func_sizes: bool = True, config: bool = True,
                 environment: bool = True) -> StoredResult | None:
-    """Read a build directory; None when it has no ``done`` file (never built).
+    """Read a build directory; None when it has no result (``read_done`` is None).
 
     The keyword flags skip files a caller does not need (a world build has
     thousands of build directories, and config files are large).
     """
-    done = _read_text(build_dir / "done")
-    if done is None:
+    return_code = read_done(build_dir)
+    if return_code is None:
         return None
-    result = StoredResult(return_code=parse_done(done))
+    result = StoredResult(return_code=return_code)
     err = _read_text(build_dir / "err")
     if err is not None:
         result.err_lines = filter_err_lines(err.splitlines(), filter_dtb, filter_migration)

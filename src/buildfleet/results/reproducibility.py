@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildfleet.model import LOCAL
+
 REPRO_FILE = "reproducibility.json"
 
 
@@ -41,7 +43,7 @@ class Mismatch:
     target: str
     sequence: int
     hosts: tuple[str, str]
-    """(host of the written copy, host of the other); "local" for the boss."""
+    """(host of the written copy, host of the other); ``LOCAL`` for the boss."""
     images: tuple[str, ...]
     """Images whose hashes differ, or that only one copy has."""
 
@@ -73,7 +75,7 @@ class ReproCheck:
         differ = tuple(sorted(img for img in a.keys() | b.keys() if a.get(img) != b.get(img)))
         mismatch = None
         if differ:
-            mismatch = Mismatch(target, sequence, (written_host or "local", other_host or "local"),
+            mismatch = Mismatch(target, sequence, (written_host or LOCAL, other_host or LOCAL),
                                 differ)
         with self._lock:
             self.compared += 1

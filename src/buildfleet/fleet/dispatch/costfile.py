@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildfleet.errors import UserError
-from buildfleet.fleet.dispatch.costs import Sample
+from buildfleet.results.history import Sample
 
 COSTS_FORMAT = "buildfleet-costs"
 COSTS_VERSION = 1

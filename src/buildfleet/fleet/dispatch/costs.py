@@ -3,9 +3,8 @@
 The dispatcher serves the pool longest-expected-first and places a board on the
 executor expected to finish it earliest; both need numbers. Every result in the
 output tree already records its ``duration`` (seconds, decimal) and, for remote
-builds, the ``host`` that built it, so the history is free: this module reads
-it once at start-up (one ``os.scandir`` per directory, one open per file, no
-stat storms: a world tree is 1,500 boards × N commits) and fits
+builds, the ``host`` that built it, so the history is free: ``results.history``
+reads it once at start-up and this module fits
 
     duration(board, host) ≈ cost(board) / speed(host)
 
@@ -16,7 +15,6 @@ never seen falls back to the median of its arch, then of all boards, then 1.0.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -25,7 +23,7 @@ from pathlib import Path
 
 from buildfleet.fleet.dispatch.priors import BoardTraits, prior_seconds
 from buildfleet.model import Board, BuildJob
-from buildfleet.results.paths import is_commit_dir
+from buildfleet.results.history import Sample, scan_history
 
 DEFAULT_COST = 1.0
 """Seconds per board-commit assumed when there is no history at all."""
@@ -33,20 +31,10 @@ DEFAULT_COST = 1.0
 PARENT_WEIGHT = 0.25
 """How many boards' worth a parent group's median counts in a SoC's or CPU's."""
 
-LOCAL_HOST = ""
-"""Host key of results without a ``host`` file (built by the boss itself)."""
-
 _FIT_ROUNDS = 200
 _FIT_TOLERANCE = 1e-9
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One recorded build: a board at one commit took ``seconds`` on ``host``."""
-
-    target: str
-    host: str
-    seconds: float
 
 
 @dataclass
@@ -55,7 +43,7 @@ class CostModel:
 
     ``board_seconds`` maps a target to its cost on the fastest known host;
     ``board_arch`` the arch of targets with history (for the arch fallback);
-    ``host_speed`` maps a host name (``""`` for local results) to its
+    ``host_speed`` maps a host name (``LOCAL`` for local results) to its
     relative speed (1.0 = fastest known; 0.5 = takes twice as long).
 
     A board without history is estimated from boards like it: its prior
@@ -298,84 +286,6 @@ def _linked_hosts(obs: Mapping[str, Mapping[str, float]]) -> list[list[str]]:
     for h in sorted(parent):
         groups[root(h)].append(h)
     return list(groups.values())
-
-
-# -- reading the output tree ---------------------------------------------------
-def _read_small(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read(256)
-    except OSError:
-        return None
-
-
-def _scan_targets(commit_path: str, out: list[Sample]) -> None:
-    """Collect the samples of every board directory directly under ``commit_path``."""
-    try:
-        entries = list(os.scandir(commit_path))
-    except OSError:
-        return
-    for entry in entries:
-        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
-            continue
-        text = _read_small(os.path.join(entry.path, "duration"))
-        if text is None:
-            continue
-        try:
-            seconds = float(text.strip())
-        except ValueError:
-            continue
-        host_text = _read_small(os.path.join(entry.path, "host"))
-        host = host_text.strip() if host_text else LOCAL_HOST
-        out.append(Sample(entry.name, host, seconds))
-
-
-def scan_history(output_root: Path) -> list[Sample]:
-    """Every (target, host, duration) recorded under ``output_root``.
-
-    Understands ``<root>/<branch>/<NN>_g<hash>_<subj>/<target>/``,
-    ``<root>/current/<target>/`` and the ``-N`` layout
-    ``<root>/<NN>_g.../<target>/``. Directories without a ``duration`` file
-    (buildman's own results) are skipped.
-    """
-    samples: list[Sample] = []
-    try:
-        top = list(os.scandir(output_root))
-    except OSError:
-        return samples
-    for entry in top:
-        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
-            continue
-        if is_commit_dir(entry.name):
-            _scan_targets(entry.path, samples)
-            continue
-        try:
-            children = list(os.scandir(entry.path))
-        except OSError:
-            continue
-        has_commit_dirs = False
-        for child in children:
-            if child.is_dir(follow_symlinks=False) and is_commit_dir(child.name):
-                has_commit_dirs = True
-                _scan_targets(child.path, samples)
-        if not has_commit_dirs:
-            # A current-source base (<root>/current/<target>/) holds boards directly.
-            _scan_targets(entry.path, samples)
-    return samples
-
-
-def scan_base(base: Path) -> list[Sample]:
-    """Every (target, host, duration) of one run's base (``<root>/<branch>`` or ``current``)."""
-    samples: list[Sample] = []
-    _scan_targets(str(base), samples)  # current source: boards directly under the base
-    try:
-        entries = list(os.scandir(base))
-    except OSError:
-        return samples
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False) and is_commit_dir(entry.name):
-            _scan_targets(entry.path, samples)
-    return samples
 
 
 def load_history(output_root: Path, boards: Iterable[Board] = ()) -> CostModel:

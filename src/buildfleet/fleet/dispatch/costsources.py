@@ -19,9 +19,10 @@ from pathlib import Path
 
 from buildfleet import gitutil
 from buildfleet.fleet.dispatch.costfile import CostData, load_cache, read_costs
-from buildfleet.fleet.dispatch.costs import CostModel, scan_history
+from buildfleet.fleet.dispatch.costs import CostModel
 from buildfleet.fleet.dispatch.priors import read_traits
 from buildfleet.model import Board
+from buildfleet.results.history import scan_history
 
 
 def tree_id(src_dir: Path) -> Path:

@@ -4,19 +4,22 @@ Why a separate small script per machine: buildman matched any user's
 ``python3 ... --worker`` machine-wide with ``pgrep -f``, so one user could
 kill (or be blocked by) another's workers. Here a tiny script on the
 machine's own ``python3`` looks only at processes owned by the SSH user whose
-argv holds a ``--worker`` argument, stops them (SIGTERM, then SIGKILL after a
-grace period), and removes the locks of the default work directory and of
-every boss's own work directory in it (``b-<hash>``).
+argv is a worker's (``worker.workdir.is_worker_argv``, sent along), stops
+them (SIGTERM, then SIGKILL after a grace period), and removes the locks of
+the default work directory and of every boss's own work directory in it
+(``b-<hash>``).
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TextIO
 
 from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR, LOCK_NAME, configured_machines
 from buildfleet.fleet.machines.ssh import SshSession, last_line, remote_path, run_ssh
+from buildfleet.fleet.worker.workdir import is_worker_argv
 
 if TYPE_CHECKING:
     from buildfleet.settings import MachineConfig, Settings
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 KILL_TIMEOUT_S = 60.0
 
 # Runs on the machine: python3 - LOCK_PATH. Standard library and old syntax only.
-KILL_SCRIPT = r"""
+_KILL_BODY = r"""
 import os, signal, sys, time
 uid = os.getuid()
 skip = (os.getpid(), os.getppid())
@@ -39,7 +42,7 @@ for entry in os.listdir('/proc'):
             argv = f.read().split(b'\0')
     except OSError:
         continue
-    if b'--worker' in argv:
+    if is_worker_argv(argv):
         pids.append(int(entry))
 for pid in pids:
     try:
@@ -72,6 +75,9 @@ for path in [lock] + glob.glob(os.path.join(glob.escape(base), 'b-*', name)):
         pass
 print('killed %d' % len(pids) if pids else 'no workers')
 """
+# Run by the machine's bare python3: the one worker test, then the killing.
+KILL_SCRIPT = ("from __future__ import annotations\n\n" + inspect.getsource(is_worker_argv)
+               + _KILL_BODY)
 
 
 def kill_on(machine: MachineConfig, session: SshSession,

@@ -18,6 +18,12 @@ import platform
 import subprocess
 import sys
 
+# The same numbers as buildfleet.toolchains (PRIO_*, SUFFIX_PRIORITY), restated
+# because this script cannot import buildfleet; tests/test_machines.py ties them.
+PRIO_DOWNLOAD = 3
+PRIO_SUFFIX_BASE = 4
+PRIO_NO_SUFFIX = 15
+PRIO_PATH_BASE = 16
 SUFFIXES = ("-elf", "-unknown-linux-gnu", "-linux", "-none-linux-gnueabi",
             "-none-linux-gnueabihf", "-uclinux", "-none-eabi", "-gentoo-linux-gnu",
             "-linux-gnueabi", "-linux-gnueabihf", "-le-linux", "-uclinux")
@@ -109,7 +115,7 @@ def suffix_priority(path, base):
     for index, suffix in enumerate(SUFFIXES):
         if suffix in path:
             return base + index
-    return base + 11
+    return base + (PRIO_NO_SUFFIX - PRIO_SUFFIX_BASE)
 
 
 def nolibc_version(path):
@@ -124,12 +130,12 @@ def toolchains():
     root = os.path.expanduser("~/.buildman-toolchains")
     for sub in sorted(glob.glob(os.path.join(root, "*", "*"))):
         for d in (sub, os.path.join(sub, "bin"), os.path.join(sub, "usr", "bin")):
-            candidates += [(3, g) for g in gccs_in(d)]
+            candidates += [(PRIO_DOWNLOAD, g) for g in gccs_in(d)]
     seen = set()
     for d in os.environ.get("PATH", "").split(os.pathsep):
         if d and d not in seen:
             seen.add(d)
-            candidates += [(suffix_priority(g, 16), g) for g in gccs_in(d)]
+            candidates += [(suffix_priority(g, PRIO_PATH_BASE), g) for g in gccs_in(d)]
     best = {}  # type: dict
     for prio, gcc in candidates:
         cross, arch = split_name(os.path.basename(gcc))

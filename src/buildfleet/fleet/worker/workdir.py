@@ -39,6 +39,16 @@ class WorkDirError(InfraError):
         self.reason = reason
 
 
+def is_worker_argv(argv: list[bytes]) -> bool:
+    """Is this argv (``/proc/PID/cmdline`` split at NULs) a buildfleet worker's?
+
+    The one answer to "is this process a worker": the lock check here and
+    ``--kill-workers`` (which sends this function's source to machines
+    without buildfleet) both use it. Self-contained on purpose.
+    """
+    return b"--worker" in argv and any(b"buildfleet" in a or b"buildman" in a for a in argv)
+
+
 def is_worker_process(pid: int) -> bool:
     """True if ``pid`` runs on this machine and is a buildfleet worker."""
     if pid <= 0:
@@ -55,8 +65,7 @@ def is_worker_process(pid: int) -> bool:
         return False  # gone since (or no /proc): only the flock can tell
     except OSError:
         return True  # alive and unreadable: assume the worst
-    args = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
-    return "--worker" in args and any("buildfleet" in a for a in args)
+    return is_worker_argv([a for a in raw.split(b"\0") if a])
 
 
 def _read_lock(text: str) -> tuple[int, str]:
