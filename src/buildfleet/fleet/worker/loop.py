@@ -64,6 +64,7 @@ from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult, Commit
 from buildfleet.results.paths import is_safe_name
 
 SHUTDOWN_GRACE = 3.0
+BEAT_TICK = 0.5  # how often the heartbeat thread looks (seconds)
 
 
 class _Terminate(BaseException):
@@ -83,6 +84,7 @@ class _Running:
     sent: set[int] = field(default_factory=set)
     worst_rc: int = 0
     start: float = field(default_factory=time.monotonic)
+    last_beat: float = field(default_factory=time.monotonic)
 
 
 class _InboxFeed:
@@ -415,10 +417,18 @@ class Worker:
                          min(self.max_boards, len(self.slots)) or self.max_boards, active)
 
     def heartbeat_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(HEARTBEAT_INTERVAL):
+        """A heartbeat per building board every ``HEARTBEAT_INTERVAL`` s since its last one.
+
+        Counted per board from its start (not on one clock for all), so the
+        gap between two beats of a board is the interval, never less.
+        """
+        while not stop.wait(BEAT_TICK):
+            now = time.monotonic()
             with self.lock:
                 for target, run in self.running.items():
-                    self.out.send({"resp": "heartbeat", "board": target, "thread": run.thread})
+                    if now - run.last_beat >= HEARTBEAT_INTERVAL:
+                        run.last_beat = now
+                        self.out.send({"resp": "heartbeat", "board": target, "thread": run.thread})
 
     # -- shutdown ---------------------------------------------------------------
     def stop_all(self) -> None:
