@@ -417,11 +417,7 @@ class Worker:
                          min(self.max_boards, len(self.slots)) or self.max_boards, active)
 
     def heartbeat_loop(self, stop: threading.Event) -> None:
-        """A heartbeat per building board every ``HEARTBEAT_INTERVAL`` s since its last one.
-
-        Counted per board from its start (not on one clock for all), so the
-        gap between two beats of a board is the interval, never less.
-        """
+        """Beat for each building board ``HEARTBEAT_INTERVAL`` s after its last beat."""
         while not stop.wait(BEAT_TICK):
             now = time.monotonic()
             with self.lock:
