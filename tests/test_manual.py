@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ REQUIRED_HEADINGS = (
     "Sizes",
     "The settings file",
     "Reports",
+    "Expected costs",
+    "Continuous integration",
     "Distributed builds",
     "Machine configuration",
     "Probing",
@@ -192,6 +195,73 @@ def test_examples_follow_the_conventions_and_parse() -> None:
             assert not (args.dist or args.mach or args.kill_workers), ex
             assert not args.fetch_arch, ex
     assert any(ex.argv[:1] == ["--dist"] for ex in examples if not ex.runnable)
+
+
+def _yaml_blocks(text: str) -> list[str]:
+    """The ``.. code-block:: yaml`` blocks, dedented, indentation kept."""
+    lines = text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if line.strip() != ".. code-block:: yaml":
+            continue
+        body = []
+        for cur in lines[i + 1:]:
+            if cur.strip() and not cur.startswith("   "):
+                break
+            body.append(cur)
+        out.append(textwrap.dedent("\n".join(body)))
+    return out
+
+
+def _commands(node: object) -> list[str]:
+    """Every shell line of a CI file (GitLab ``script``, GitHub ``run``) that runs buildfleet."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("script", "run"):
+                items = value if isinstance(value, list) else [value]
+                found += [ln.strip() for item in items for ln in str(item).splitlines()
+                          if ln.strip().startswith("buildfleet")]
+            else:
+                found += _commands(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _commands(item)
+    return found
+
+
+def test_ci_examples_shard_without_board_lists_and_merge_every_shard() -> None:
+    """The GitLab CI and GitHub Actions examples: N shard jobs and one merge job that
+    always runs; every buildfleet command parses and names no boards by hand."""
+    yaml = pytest.importorskip("yaml")
+    text = _manual_text()
+    docs = [yaml.safe_load(block) for block in _yaml_blocks(text)]
+    gitlab = next(d for d in docs if "stages" in d)
+    github = next(d for d in docs if "jobs" in d)
+    shard_jobs = [j for j in gitlab.values() if isinstance(j, dict) and "parallel" in j]
+    assert len(shard_jobs) == 1 and shard_jobs[0]["parallel"] >= 2
+    merge = [j for j in gitlab.values() if isinstance(j, dict) and j.get("when") == "always"]
+    assert merge and "junit" in merge[0]["artifacts"]["reports"]
+    matrix = github["jobs"]["world"]["strategy"]["matrix"]["shard"]
+    assert matrix == list(range(1, len(matrix) + 1))
+    assert github["jobs"]["summary"]["if"] == "always()"
+    subst = {"$CI_NODE_INDEX": "2", "$CI_NODE_TOTAL": "4", "${{ matrix.shard }}": "2",
+             "${{ strategy.job-total }}": "4"}
+    commands = _commands(gitlab) + _commands(github)
+    shards = merges = 0
+    for command in commands:
+        for name, value in subst.items():
+            command = command.replace(name, value)
+        command = re.sub(r"\$\(for d in [^)]*\)", "-o out/shard-1 -o out/shard-2", command)
+        args = cmdline.parse_args(shlex.split(command)[1:])
+        assert args.terms == [] and args.boards == [] and args.exclude == [], command
+        if args.shard:
+            shards += 1
+            assert args.shard == "2/4" and args.costs == "costs.json", command
+        if args.summary:
+            merges += 1
+            assert len(args.output_dir) == 2 and args.export_costs and args.junit, command
+    assert shards == 2 and merges == 2
 
 
 # --- printing it --------------------------------------------------------------------------

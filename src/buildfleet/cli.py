@@ -148,20 +148,24 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
     if not (src_dir / "Kconfig").is_file() and not (src_dir / "configs").is_dir():
         raise UsageError(f"{src_dir} does not look like a U-Boot tree (no Kconfig or configs/); "
                          "try 'buildfleet --demo'")
-    output_dir = Path(args.output_dir or "..")
-    if args.work_in_output and args.output_dir is None:
+    dirs = [Path(d) for d in (args.output_dir or [])]
+    if len(dirs) > 1 and not args.summary:
+        raise UsageError("several -o directories can only be read together, with -s")
+    if args.export_costs and not args.summary:
+        raise UsageError("--export-costs writes what an output tree holds: use it with -s")
+    output_dir = dirs[0] if dirs else Path("..")
+    if args.work_in_output and not dirs:
         output_dir = src_dir  # -wi: build and leave the result in the tree itself
     if not output_dir.is_absolute():
         output_dir = (Path.cwd() / output_dir).resolve()
+    more_dirs = [(Path.cwd() / d).resolve() for d in dirs[1:]]
     if args.maintainer_check or args.full_check or args.regen_board_list:
         return _board_checks(args, src_dir, output_dir)
     if args.work_dir is not None:
         raise UsageError("--work-dir is only for --worker")
-    plan = make_plan(args, settings, src_dir, output_dir)
+    plan = make_plan(args, settings, src_dir, output_dir, more_dirs)
     if args.summary:  # reads the tree: needs no compiler
-        code = _summary(args, plan)
-        _reports(args, plan)
-        return code
+        return _summary_flow(args, plan)
     if args.print_arch:  # from the board database: needs no compiler
         print(boards_mod.shared_arch(plan.boards))
         return 0
@@ -191,6 +195,9 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
         plan_closers = [turn.release]
     else:
         plan_closers = []
+    if plan.shard is not None and plan.split is not None:
+        from buildfleet.shard import write_mark
+        write_mark(plan.base, plan.shard, plan.split)
     start_remote = None
     if args.dist:
         from buildfleet.fleet.remote.starter import remote_starter
@@ -227,10 +234,35 @@ def _board_checks(args: argparse.Namespace, src_dir: Path, output_dir: Path) -> 
     return 2 if warnings else 0
 
 
+def _summary_flow(args: argparse.Namespace, plan: RunPlan) -> int:
+    """``-s``: the summary, reports and cost export of one or several output trees.
+
+    Exit 1 (after everything is written) when shards of a split are missing
+    or doubled: a CI merge job must not pass on part of the boards.
+    """
+    from buildfleet.shard import shard_problems
+
+    problems = shard_problems(plan.bases)
+    if len(plan.bases) > 1:
+        problems += [f"{base} does not exist (a shard's artifacts not unpacked?)"
+                     for base in plan.bases if not base.is_dir()]
+    code = _summary(args, plan)
+    _reports(args, plan)
+    if args.export_costs:
+        from buildfleet.fleet.dispatch.costfile import CostData, write_costs
+        from buildfleet.fleet.dispatch.costs import scan_base
+
+        samples = [s for base in plan.bases for s in scan_base(base)]
+        write_costs(Path(args.export_costs), CostData.from_samples(samples))
+    for problem in problems:
+        print(f"buildfleet: error: {problem}", file=sys.stderr)
+    return EXIT_USAGE if problems else code
+
+
 def _summary(args: argparse.Namespace, plan: RunPlan, header: bool = True) -> int:
     from buildfleet.results.summary import run_summary
 
-    return run_summary(args, plan.base, plan.all_commits, plan.boards, header=header,
+    return run_summary(args, plan.bases, plan.all_commits, plan.boards, header=header,
                        src_dir=plan.src_dir)
 
 
@@ -239,7 +271,7 @@ def _reports(args: argparse.Namespace, plan: RunPlan) -> None:
         return
     from buildfleet.results.reports import write_reports
 
-    write_reports(args, plan.base, plan.commits, plan.boards)
+    write_reports(args, plan.bases, plan.commits, plan.boards)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,9 @@ def _add_build(p: argparse.ArgumentParser) -> None:
                    help="one O= directory per board instead of per slot")
     g.add_argument("-N", "--no-subdirs", action="store_true",
                    help="no branch or 'current' subdirectory in the output directory")
-    g.add_argument("-o", "--output-dir", default=None, help="base of all output (default: ..)")
+    g.add_argument("-o", "--output-dir", action="append", default=None, metavar="DIR",
+                   help="base of all output (default: ..); with -s, give it once per "
+                   "directory to read several (CI shards) as one run")
     g.add_argument("-g", "--git", default=".", help="directory holding the git repository")
     g.add_argument("-E", "--warnings-as-errors", action="store_true",
                    help="treat compiler warnings as errors (KCFLAGS=-Werror)")
@@ -107,6 +109,12 @@ def _add_build(p: argparse.ArgumentParser) -> None:
     g.add_argument("--process-limit", type=int, default=0,
                    metavar="N", help="first wait until fewer than N buildfleet runs with "
                    "--process-limit are active on this machine")
+    g.add_argument("--shard", metavar="K/N",
+                   help="build only shard K of N of the selected boards (disjoint, "
+                   "balanced by expected cost; for N parallel CI jobs)")
+    g.add_argument("--costs", metavar="FILE",
+                   help="board costs measured by an earlier run (from --export-costs): "
+                   "balance shards and order the build by them")
     g.add_argument("-n", "--dry-run", action="store_true",
                    help="say what would be built, build nothing")
     g.add_argument("--demo", nargs="?", const="", default=None, metavar="DIR",
@@ -142,6 +150,9 @@ def _add_display(p: argparse.ArgumentParser) -> None:
     g.add_argument("-v", "--verbose", action="store_true", help="say more while working")
     g.add_argument("-W", "--ignore-warnings", action="store_true",
                    help="exit 0, not 101, when there are only warnings")
+    g.add_argument("--export-costs", metavar="FILE",
+                   help="with -s: write the build times in the output tree(s) as a cost "
+                   "file for --costs")
     g.add_argument("--report", metavar="FILE.json", help="write a JSON report of the run")
     g.add_argument("--junit", metavar="FILE.xml", help="write a JUnit XML report of the run")
     g.add_argument("--html", metavar="DIR", help="write a static HTML report into DIR")

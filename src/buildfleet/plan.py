@@ -30,6 +30,7 @@ from buildfleet.results.paths import (
 )
 from buildfleet.results.reader import is_done, read_done
 from buildfleet.settings import Settings
+from buildfleet.shard import ShardSpec, Split, split_boards
 
 
 class PlanError(UserError):
@@ -73,6 +74,11 @@ class RunPlan:
     @property
     def build_home(self) -> Path:
         return self.home if self.home is not None else self.base
+    bases: list[Path] = field(default_factory=list)
+    """Every output tree read as one (several ``-o`` with ``-s``); ``base`` first."""
+    shard: ShardSpec | None = None
+    split: Split | None = None
+    costs_file: Path | None = None
 
     @property
     def boards(self) -> list[Board]:
@@ -243,8 +249,24 @@ def readjusted(path: Path, flags: BuildFlags) -> bool:
     return recorded_adjustments(path) != flags.adjust_record()
 
 
+def shard_selection(selection: boards_mod.Selection, src_dir: Path, spec: ShardSpec,
+                    costs_file: Path | None) -> tuple[boards_mod.Selection, Split]:
+    """Keep shard ``spec`` of ``selection``, split by priors and the ``--costs`` file."""
+    from buildfleet.fleet.dispatch.costsources import shard_costs
+
+    model = shard_costs(src_dir, selection.boards, costs_file)
+    split = split_boards(selection.boards, model.estimate, spec.count)
+    mine = split.shard(spec)
+    keep = {b.target for b in mine}
+    why = {term: [t for t in targets if t in keep]
+           for term, targets in selection.why_selected.items()}
+    return boards_mod.Selection(list(mine), why, selection.not_found,
+                                selection.unmatched_terms), split
+
+
 def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
-              output_dir: Path) -> RunPlan:
+              output_dir: Path, more_dirs: list[Path] | None = None) -> RunPlan:
+    """The run ``args`` ask for; ``more_dirs`` are output directories read with -s."""
     all_commits, commits = commits_for(args, src_dir)
     if args.work_in_output:
         # -w: the output directory is the build directory (no 'current' level).
@@ -255,6 +277,11 @@ def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
     home = base if args.branch or args.work_in_output else output_dir
     all_boards = load_boards(args, src_dir, home)
     selection = select(args, all_boards)
+    costs_file = Path(args.costs) if getattr(args, "costs", None) else None
+    spec = ShardSpec.parse(args.shard) if getattr(args, "shard", None) else None
+    split = None
+    if spec is not None:
+        selection, split = shard_selection(selection, src_dir, spec, costs_file)
     nboards = len(selection.boards)
     if args.work_in_output:
         if nboards != 1:
@@ -269,7 +296,9 @@ def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
     git_dir = None if args.branch is None else gitutil.git_dir(src_dir)
     plan = RunPlan(src_dir, git_dir, args.branch, all_commits, commits, selection, base,
                    threads, jobs, args.jobs is not None, flags,
-                   work_in_output=args.work_in_output, home=home)
+                   work_in_output=args.work_in_output, home=home, shard=spec, split=split,
+                   costs_file=costs_file)
+    plan.bases = [base] + [base_dir(d, args.branch, args.no_subdirs) for d in more_dirs or []]
     for board in selection.boards:
         todo = []
         for commit in commits:
@@ -313,6 +342,29 @@ def dry_run_lines(plan: RunPlan, verbose: bool) -> list[str]:
         for commit in plan.commits:
             lines.append(f"    {(commit.hash or '')[:8]} {commit.subject}")
     lines += boards_mod.dry_run_term_lines(plan.selection, verbose)
+    if plan.shard is not None and plan.split is not None:
+        lines += shard_lines(plan, verbose)
+    return lines
+
+
+def shard_lines(plan: RunPlan, verbose: bool) -> list[str]:
+    """What ``-n --shard K/N`` adds: the shard's size and expected cost; ``-v``: its boards."""
+    from buildfleet.fleet.dispatch.costsources import shard_costs
+    from buildfleet.shard import millis
+
+    assert plan.shard is not None and plan.split is not None
+    spec, split = plan.shard, plan.split
+    total = sum(split.loads)
+    source = (f"measured costs from {plan.costs_file}" if plan.costs_file
+              else "priors from the board database")
+    lines = [f"Shard {spec}: {len(plan.boards)} of {sum(len(s) for s in split.shards)} boards, "
+             f"expected {split.load(spec) / 1000:.1f} s of build time per commit, of "
+             f"{total / 1000:.1f} s in all shards (largest shard {max(split.loads) / 1000:.1f} s; "
+             f"{source})"]
+    if verbose:
+        model = shard_costs(plan.src_dir, plan.boards, plan.costs_file)
+        for board in sorted(plan.boards, key=lambda b: (-millis(model.estimate(b)), b.target)):
+            lines.append(f"   {board.target:30s} {millis(model.estimate(board)) / 1000:9.1f} s")
     return lines
 
 

@@ -142,7 +142,7 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
     counts.total = counts.previously + plan.results_to_build
     show_progress = not args.ide
     progress = Progress(counts, out, enabled=show_progress)
-    costs = run_costs(plan.src_dir, plan.boards, plan.base.parent, None,
+    costs = run_costs(plan.src_dir, plan.boards, plan.base.parent, plan.costs_file,
                       lambda text: print(f"Warning: {text}", file=sys.stderr))
     policy = CostAwarePolicy(costs, hedging=not args.no_hedge)
     pool = JobPool(policy, list(plan.todo))

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from buildfleet.model import Board, Commit
 from buildfleet.results.errlines import LineIndex, is_blob_missing_line, split_errors_warnings
 from buildfleet.results.outcome import ImageSizes, Outcome, StoredResult, outcome_of
-from buildfleet.results.paths import build_dir, is_safe_name
+from buildfleet.results.paths import Bases, is_safe_name, locate
 from buildfleet.results.reader import read_result
 
 
@@ -59,7 +58,7 @@ def from_results(commit: Commit, results: dict[str, StoredResult | None]) -> Com
     return out
 
 
-def load_commit(base: Path, commit: Commit, boards: list[Board],
+def load_commit(base: Bases, commit: Commit, boards: list[Board],
                 opts: ReadOptions | None = None) -> CommitResults:
     """Read the build directory of each board at ``commit``."""
     opts = opts or ReadOptions()
@@ -69,7 +68,7 @@ def load_commit(base: Path, commit: Commit, boards: list[Board],
             results[board.target] = None
             continue
         results[board.target] = read_result(
-            build_dir(base, commit, board.target),
+            locate(base, commit, board.target),
             filter_dtb=opts.filter_dtb, filter_migration=opts.filter_migration,
             squash_config_y=opts.squash_config_y, func_sizes=opts.func_sizes,
             config=opts.config, environment=opts.environment)

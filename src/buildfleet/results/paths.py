@@ -7,9 +7,13 @@ buildman byte for byte: a buildman tree must read here and vice versa.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from buildfleet.model import Commit
+
+Bases = Path | Sequence[Path]
+"""One output tree's base, or several read as one run (CI shards side by side)."""
 
 _COMMIT_DIR_RE = re.compile(r"^(\d+)_g([0-9a-f]+)_")
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=@-]*$")
@@ -55,6 +59,24 @@ def build_dir(base: Path, commit: Commit, target: str) -> Path:
     if not is_safe_name(target):
         raise ValueError(f"unsafe board name {target!r}")
     return commit_dir(base, commit) / target
+
+
+def base_list(bases: Bases) -> list[Path]:
+    return [bases] if isinstance(bases, Path) else list(bases)
+
+
+def locate(bases: Bases, commit: Commit, target: str) -> Path:
+    """The result directory of ``target`` at ``commit`` among several output trees.
+
+    The first tree that holds it wins (shards are disjoint, so normally only
+    one does); if none does, the first tree's path (where it would be).
+    """
+    trees = base_list(bases)
+    for base in trees if len(trees) > 1 else []:
+        path = build_dir(base, commit, target)
+        if path.is_dir():
+            return path
+    return build_dir(trees[0], commit, target)
 
 
 def is_safe_name(name: str) -> bool:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from buildfleet.model import Board, Commit
+from buildfleet.results.paths import Bases
 from buildfleet.results.report_html_assets import CSS, JS
 from buildfleet.results.report_json import build_report, write_text
 from buildfleet.results.report_plots import arch_plot, arch_series
@@ -194,6 +195,6 @@ band: smallest to largest change.</p>
 """
 
 
-def write_html_report(dir: Path, base: Path, commits: list[Commit], boards: list[Board]) -> None:
+def write_html_report(dir: Path, base: Bases, commits: list[Commit], boards: list[Board]) -> None:
     """Write ``dir/index.html`` for the results under ``base``."""
     write_text(dir / "index.html", render_html(build_report(base, commits, boards)))

@@ -28,9 +28,9 @@ from buildfleet.results.collect import (
 )
 from buildfleet.results.errlines import split_errors_warnings
 from buildfleet.results.outcome import Outcome, StoredResult
-from buildfleet.results.paths import build_dir, commit_dir_name, is_safe_name
+from buildfleet.results.paths import Bases, base_list, commit_dir_name, is_safe_name, locate
 from buildfleet.results.reproducer import SCRIPT_NAME, Reproducer
-from buildfleet.results.reproducibility import load_reproducibility
+from buildfleet.results.reproducibility import load_reproducibility, merge_reproducibility
 
 SCHEMA_NAME = "buildfleet-report"
 SCHEMA_VERSION = 1
@@ -50,7 +50,7 @@ def status_of(result: StoredResult | None) -> str:
     return {Outcome.OK: "ok", Outcome.WARNING: "warning"}.get(result.outcome, "error")
 
 
-def reproducer_entry(base: Path, board: Board, commit: Commit,
+def reproducer_entry(base: Bases, board: Board, commit: Commit,
                      result: StoredResult | None) -> dict[str, Any] | None:
     """The ``reproducer`` object of a result (from its out-cmd, out-env, toolchain), or None.
 
@@ -60,7 +60,8 @@ def reproducer_entry(base: Path, board: Board, commit: Commit,
     """
     if result is None or not is_safe_name(board.target):
         return None
-    path = build_dir(base, commit, board.target)
+    path = locate(base, commit, board.target)
+    owner = next((b for b in base_list(base) if path.is_relative_to(b)), path)
     files: dict[str, bytes] = {}
     for name in ("out-cmd", "out-env", "toolchain"):
         try:
@@ -71,10 +72,10 @@ def reproducer_entry(base: Path, board: Board, commit: Commit,
     if repro is None:
         return None
     script = path / SCRIPT_NAME
-    return repro.to_json(str(script.relative_to(base)) if script.is_file() else None)
+    return repro.to_json(str(script.relative_to(owner)) if script.is_file() else None)
 
 
-def _result_entry(base: Path, board: Board, commit: Commit,
+def _result_entry(base: Bases, board: Board, commit: Commit,
                   result: StoredResult | None) -> dict[str, Any]:
     errors, warnings = split_errors_warnings(result.err_lines) if result else ([], [])
     return {
@@ -130,7 +131,7 @@ def _aggregate(boards: list[Board], cur: CommitResults, prev: CommitResults) -> 
     }
 
 
-def build_report(base: Path, commits: list[Commit], boards: list[Board],
+def build_report(base: Bases, commits: list[Commit], boards: list[Board],
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report document (a plain dict, valid against the shipped schema)."""
     commit_list = commits or [Commit(0, None, "")]
@@ -150,7 +151,9 @@ def build_report(base: Path, commits: list[Commit], boards: list[Board],
                        for b in boards)
         prev = cur
     statuses = [r["status"] for r in results]
-    repro = load_reproducibility(base)  # hedged copies compared by the run that built base
+    trees = base_list(base)
+    repro = merge_reproducibility(  # hedged copies compared by the runs that built the trees
+        [r for r in (load_reproducibility(b) for b in trees) if r is not None])
     return {
         "schema": SCHEMA_NAME,
         "version": SCHEMA_VERSION,
@@ -158,7 +161,8 @@ def build_report(base: Path, commits: list[Commit], boards: list[Board],
             "tool": "buildfleet",
             "tool_version": __version__,
             "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "output_dir": str(base),
+            "output_dir": str(trees[0]),
+            **({"output_dirs": [str(b) for b in trees]} if len(trees) > 1 else {}),
             "current_source": all(c.is_current_source for c in commit_list),
             "counts": {s: statuses.count(s) for s in ("ok", "warning", "error", "not-built")},
             **({"reproducibility": repro} if repro is not None else {}),
@@ -187,7 +191,7 @@ def write_text(path: Path, text: str) -> None:
         raise ReportError(f"cannot write report {path}: {exc.strerror or exc}") from exc
 
 
-def write_json_report(path: Path, base: Path, commits: list[Commit], boards: list[Board],
+def write_json_report(path: Path, base: Bases, commits: list[Commit], boards: list[Board],
                       extra: dict[str, Any] | None = None) -> None:
     """Write the JSON report of the results under ``base`` to ``path``."""
     doc = build_report(base, commits, boards, extra)

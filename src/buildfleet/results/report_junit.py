@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from buildfleet.model import Board, Commit
+from buildfleet.results.paths import Bases
 from buildfleet.results.report_json import build_report, write_text
 
 # XML 1.0 forbids most control characters; compilers sometimes print them.
@@ -72,7 +73,7 @@ def junit_tree(doc: dict[str, Any]) -> ET.Element:
     return root
 
 
-def write_junit_report(path: Path, base: Path, commits: list[Commit],
+def write_junit_report(path: Path, base: Bases, commits: list[Commit],
                        boards: list[Board]) -> None:
     """Write the JUnit XML report of the results under ``base`` to ``path``."""
     root = junit_tree(build_report(base, commits, boards))

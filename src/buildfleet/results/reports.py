@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from buildfleet.model import Board, Commit
+from buildfleet.results.paths import Bases
 from buildfleet.results.report_html import write_html_report
 from buildfleet.results.report_json import ReportError, write_json_report
 from buildfleet.results.report_junit import write_junit_report
@@ -18,7 +19,7 @@ from buildfleet.results.report_junit import write_junit_report
 __all__ = ["ReportError", "write_reports"]
 
 
-def write_reports(args: argparse.Namespace, base: Path, commits: list[Commit],
+def write_reports(args: argparse.Namespace, base: Bases, commits: list[Commit],
                   boards: list[Board]) -> None:
     """Write each report asked for; raises ReportError with a one-line message."""
     report = getattr(args, "report", None)

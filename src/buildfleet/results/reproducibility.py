@@ -139,3 +139,14 @@ def load_reproducibility(base: Path) -> dict[str, Any] | None:
     if isinstance(data.get("hedged"), int):
         out["hedged"] = data["hedged"]
     return out
+
+
+def merge_reproducibility(tallies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One tally of several output trees' (CI shards'): counts added, mismatches joined."""
+    if not tallies:
+        return None
+    out: dict[str, Any] = {"compared": sum(t["compared"] for t in tallies),
+                           "mismatches": [m for t in tallies for m in t["mismatches"]]}
+    if any("hedged" in t for t in tallies):
+        out["hedged"] = sum(t.get("hedged", 0) for t in tallies)
+    return out

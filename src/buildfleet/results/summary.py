@@ -39,6 +39,7 @@ from buildfleet.results.collect import (
 from buildfleet.results.colour import Col, Painter, stream_is_tty
 from buildfleet.results.errlines import LineIndex, is_blob_missing_line
 from buildfleet.results.outcome import StoredResult
+from buildfleet.results.paths import Bases
 from buildfleet.results.reader import BASE_CONFIG_FILES, EXTRA_CONFIG_FILES
 from buildfleet.results.summary_config import config_lines, environment_lines
 from buildfleet.results.summary_sizes import size_lines
@@ -265,7 +266,7 @@ def selected_commits(commits: list[Commit], opts: SummaryOptions) -> list[Commit
     return commits[::opts.effective_step(len(commits))]
 
 
-def show_summary(base: Path, commits: list[Commit], boards: list[Board], opts: SummaryOptions,
+def show_summary(base: Bases, commits: list[Commit], boards: list[Board], opts: SummaryOptions,
                  out: TextIO, color: bool, err: TextIO | None = None,
                  changed: ChangedFiles | None = None) -> None:
     """Print the summary of the results under ``base`` (the branch or ``current`` dir).
@@ -322,7 +323,7 @@ def git_changed_files(src_dir: Path) -> ChangedFiles:
     return changed
 
 
-def run_summary(args: argparse.Namespace, base: Path, commits: list[Commit],
+def run_summary(args: argparse.Namespace, base: Bases, commits: list[Commit],
                 boards: list[Board], out: TextIO = sys.stdout, header: bool = True,
                 src_dir: Path | None = None) -> int:
     """The -s flow (and -z after a build, with ``header=False``). Returns 0.
