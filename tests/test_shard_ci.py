@@ -20,6 +20,7 @@ import pytest
 
 from bfrun import Run, require_cross, run_bf
 from buildfleet.demo import make_demo_tree
+from buildfleet.results.report_json import load_schema
 
 SHARDS = 2
 BUILD = ["-b", "demo", "-c", "2"]
@@ -105,8 +106,10 @@ def test_merged_reports_equal_the_full_builds(built: Built) -> None:
                      str(r / "merged.json"), "--junit", str(r / "merged.xml")], built.tree)
     assert full.returncode == merged.returncode == 0, (full, merged)
     assert _report_without_times(r / "merged.json") == _report_without_times(r / "full.json")
-    assert json.loads((r / "merged.json").read_text())["run"]["output_dirs"] == [
-        str(d / "demo") for d in built.shards]
+    merged_doc = json.loads((r / "merged.json").read_text())
+    assert merged_doc["run"]["output_dirs"] == [str(d / "demo") for d in built.shards]
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(merged_doc, load_schema())
     # JUnit: byte for byte but for the measured times.
     untimed = re.compile(r' time="[0-9.]+"')
     assert (untimed.sub("", (r / "merged.xml").read_text())
