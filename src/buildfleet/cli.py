@@ -250,7 +250,7 @@ def _summary_flow(args: argparse.Namespace, plan: RunPlan) -> int:
     _reports(args, plan)
     if args.export_costs:
         from buildfleet.fleet.dispatch.costfile import CostData, write_costs
-        from buildfleet.fleet.dispatch.costs import scan_base
+        from buildfleet.results.history import scan_base
 
         samples = [s for base in plan.bases for s in scan_base(base)]
         write_costs(Path(args.export_costs), CostData.from_samples(samples))
