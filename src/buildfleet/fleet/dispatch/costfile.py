@@ -13,8 +13,8 @@ The file is JSON (format ``buildfleet-costs``, version 1)::
      "boards": {"<target>": {"<host>": <seconds>, ...}, ...}}
 
 ``<seconds>`` is the median time of one commit of the board built on
-``<host>`` (``""``: the machine of the run itself, as the output tree's
-``host`` file has it), rounded to milliseconds. Readers ignore keys they do
+``<host>`` (``local``: the machine of the run itself, which writes no
+``host`` file), rounded to milliseconds. Readers ignore keys they do
 not know; a file of another format or version is refused with one line.
 The cache lives in ``$XDG_CACHE_HOME/buildfleet/costs/`` (default
 ``~/.cache``), one file per source tree; two runs updating it at once both
