@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,27 @@ def _wait_for_empty_object(out_dir: Path) -> Path:
     raise AssertionError(f"no object was started under {out_dir} in {WAIT:g} s")
 
 
+@pytest.fixture
+def hang(tmp_path: Path) -> Iterator[Path]:
+    """A FIFO that a compile ``-include``s: it blocks in cc1 until released.
+
+    Released at teardown whatever the test did, so a failing test leaves no
+    compile waiting on it for ever (every opener blocked on it gets EOF).
+    """
+    fifo = tmp_path / "hang.h"
+    os.mkfifo(fifo)
+    yield fifo
+    for _ in range(50):
+        try:
+            if not stat.S_ISFIFO(os.stat(fifo).st_mode):
+                break  # _unblock made it an ordinary file
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no reader waits (ENXIO)
+            break
+        os.close(fd)
+        time.sleep(0.02)
+
+
 def _unblock(fifo: Path) -> None:
     """From now on the -include file is an ordinary empty header (same flags, same path)."""
     fifo.unlink()
@@ -74,11 +97,9 @@ def _unblock(fifo: Path) -> None:
 
 
 def test_a_stopped_make_leaves_nothing_the_next_build_of_the_board_trusts(
-        demo: DemoTree, tmp_path: Path) -> None:
+        demo: DemoTree, tmp_path: Path, hang: Path) -> None:
     """Stop (cancel, Ctrl-C, a worker giving a board up) mid-compile, then the same
     board in the same slot: it must build as cleanly as the first time."""
-    hang = tmp_path / "hang.h"
-    os.mkfifo(hang)
     flags = BuildFlags(make_flags={BOARD.target: [f"KCFLAGS=-pipe -include {hang}"]})
     builder = Builder(flags, scan_toolchains(Settings(path=tmp_path / "none")))
     slot = prepare_slots(demo.path / ".git", demo.path, tmp_path / "work", 1)[0]
@@ -121,11 +142,9 @@ def test_a_stopped_make_leaves_nothing_the_next_build_of_the_board_trusts(
 
 
 def test_ctrl_c_mid_compile_then_a_rerun_writes_the_right_result(
-        demo: DemoTree, tmp_path: Path) -> None:
+        demo: DemoTree, tmp_path: Path, hang: Path) -> None:
     """The same through the command line: Ctrl-C while a compile runs, then a rerun
     into the same output directory (whose slots keep their O= directories)."""
-    hang = tmp_path / "hang.h"
-    os.mkfifo(hang)
     out = tmp_path / "out"
     args = [sys.executable, "-m", "buildfleet", "-b", "demo", "--boards", BOARD.target,
             "-T1", "-o", str(out), "-G", str(settings_file(tmp_path))]
@@ -141,6 +160,9 @@ def test_ctrl_c_mid_compile_then_a_rerun_writes_the_right_result(
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, stderr
+    # Every make of the run ended with it (the compile blocked on the FIFO too).
+    left = _processes_in(out)
+    assert not left, f"left running after Ctrl-C: {left}"
     _unblock(hang)
     rerun = subprocess.run(args, cwd=demo.path, env=env, stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=WAIT * 2)
@@ -160,12 +182,10 @@ def test_a_stop_is_seen_even_when_make_ends_between_two_checks(tmp_path: Path) -
         run_make(["sh", "-c", "kill -KILL $$"], tmp_path, dict(os.environ), stop)
 
 
-def test_a_make_killed_by_someone_else_is_not_a_build_failure(demo: DemoTree,
-                                                              tmp_path: Path) -> None:
+def test_a_make_killed_by_someone_else_is_not_a_build_failure(
+        demo: DemoTree, tmp_path: Path, hang: Path) -> None:
     """make SIGKILLed from outside (as the OOM killer does) mid-compile: an
     infrastructure failure, and the directory it was building in is not trusted."""
-    hang = tmp_path / "hang.h"
-    os.mkfifo(hang)
     flags = BuildFlags(make_flags={BOARD.target: [f"KCFLAGS=-pipe -include {hang}"]})
     builder = Builder(flags, scan_toolchains(Settings(path=tmp_path / "none")))
     slot = prepare_slots(demo.path / ".git", demo.path, tmp_path / "work", 1)[0]
@@ -224,10 +244,8 @@ def test_kconfig_loop_guard_needs_a_restart_and_a_second_question() -> None:
 
 
 def test_a_build_past_its_time_limit_is_stopped_with_its_process_group(
-        demo: DemoTree, tmp_path: Path) -> None:
+        demo: DemoTree, tmp_path: Path, hang: Path) -> None:
     """build_timeout: make and everything it started are killed and the result says why."""
-    hang = tmp_path / "hang.h"
-    os.mkfifo(hang)  # the compile never ends
     flags = BuildFlags(make_flags={BOARD.target: [f"KCFLAGS=-pipe -include {hang}"]},
                        build_timeout=3)
     builder = Builder(flags, scan_toolchains(Settings(path=tmp_path / "none")))

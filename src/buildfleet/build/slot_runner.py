@@ -13,6 +13,7 @@ Stdlib and ``buildfleet`` only: workers run this on a bare ``python3``.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Protocol
@@ -81,20 +82,28 @@ class SlotRunner:
         self._lock = threading.Lock()
         self._stopping = False
         self._board_stops: dict[str, threading.Event] = {}
-        self._threads: list[threading.Thread] = []
+        self._ended: list[threading.Event] = []  # one per slot thread, set as it ends
 
     def start(self) -> None:
         for slot in self.slots:
-            t = threading.Thread(target=self._run_slot, args=(slot,), daemon=True,
+            ended = threading.Event()
+            t = threading.Thread(target=self._run_slot, args=(slot, ended), daemon=True,
                                  name=f"slot-{slot.index:02d}")
             t.start()
-            self._threads.append(t)
+            self._ended.append(ended)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for every slot thread (each at most ``timeout`` s); True if all ended."""
-        for t in self._threads:
-            t.join(timeout)
-        return not any(t.is_alive() for t in self._threads)
+        """Wait for every slot thread, ``timeout`` s in all; True if all ended.
+
+        Waits on events the threads set as they end, not on ``Thread.join``:
+        on CPython 3.11 a KeyboardInterrupt that lands inside ``Thread.join``
+        can leave a live thread marked as stopped, so every later join returned
+        at once and Ctrl-C ended the run while a slot's make went on running.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for ended in self._ended:
+            ended.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return all(ended.is_set() for ended in self._ended)
 
     def active(self) -> int:
         """Boards being built right now."""
@@ -118,18 +127,21 @@ class SlotRunner:
         for event in events:
             event.set()
 
-    def _run_slot(self, slot: Slot) -> None:
-        while True:
-            with self._lock:
-                if self._stopping:
+    def _run_slot(self, slot: Slot, ended: threading.Event) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if self._stopping:
+                        return
+                job = self.feed.take(slot)
+                if job is None:
                     return
-            job = self.feed.take(slot)
-            if job is None:
-                return
-            try:
-                self._run_board(job, slot)
-            finally:
-                self.feed.ended(job)
+                try:
+                    self._run_board(job, slot)
+                finally:
+                    self.feed.ended(job)
+        finally:
+            ended.set()
 
     def _run_board(self, job: BuildJob, slot: Slot) -> None:
         target = job.board.target
