@@ -542,7 +542,10 @@ def test_use_machines_one(fleet: Fleet) -> None:
 
 
 def _one_error_line(run: Run) -> str:
-    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    """The one line of a usage error. The board scan's own warnings (the demo tree
+    has an orphan board on purpose, and buildman warns of it too) are not part of it."""
+    lines = [ln for ln in run.stderr.splitlines()
+             if ln.strip() and not ln.startswith("WARNING: no maintainers for '")]
     assert run.rc == 1, run
     assert len(lines) == 1, run
     assert "Traceback" not in run.stdout + run.stderr
