@@ -55,6 +55,9 @@ class PtyRun:
     raw: str
 
 
+FRAME_START = "\r\x1b[2K"
+
+
 def run_in_pty(argv: list[str], cwd: Path, interrupt_when: Callable[[list[str]], bool]
                | None = None) -> PtyRun:
     """Run ``python -m buildfleet ARGV`` with a COLS x ROWS pty as its terminal.
@@ -99,8 +102,12 @@ def run_in_pty(argv: list[str], cwd: Path, interrupt_when: Callable[[list[str]],
                 break
             text = data.decode("utf-8", "replace")
             raw.append(text)
-            stream.feed(text)
-            screens.append(list(screen.display))
+            # One screen per drawing: rich starts each redraw (and the erase of a
+            # transient view at its end) with "\r" + erase-line, and one read can
+            # hold the last drawing and its erase together.
+            for i, piece in enumerate(text.split(FRAME_START)):
+                stream.feed(piece if i == 0 else FRAME_START + piece)
+                screens.append(list(screen.display))
             if interrupt_when and not interrupted and interrupt_when(screens[-1]):
                 os.write(master, b"\x03")
                 interrupted = True
