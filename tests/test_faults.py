@@ -136,12 +136,17 @@ def _empty_objects(root: Path) -> list[Path]:
     return found
 
 
-def _held_compiles(directory: Path) -> Path:
-    """Wait for an object GNU as has created under ``directory`` and cc1 holds unwritten."""
+def _held_compiles(directory: Path, since: float = 0.0) -> Path:
+    """Wait for an object GNU as has created under ``directory`` (at ``since``, a
+    time.time(), or later) and cc1 holds unwritten."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for obj in _empty_objects(directory):
-            return obj
+            try:
+                if obj.stat().st_mtime >= since:
+                    return obj
+            except FileNotFoundError:
+                continue
         time.sleep(0.05)
     raise AssertionError(f"no compile started under {directory}")
 
@@ -168,11 +173,14 @@ def test_a_lost_workers_makes_are_stopped_without_a_new_worker(
     settings = tmp_path / "held.cfg"
     settings.write_text(fleet.settings_file.read_text()
                         + f'\n[make-flags]\nsandbox = "KCFLAGS=-pipe -include {hang}"\n')
+    started = time.time() - 1  # mtimes may be rounded down
     run = start_dist(tree, tmp_path / "out", settings, "--no-local", "--use-machines", name,
                      "--boards", "sandbox", env=ENV)
     lock = work / ".lock"
     try:
-        _held_compiles(work / ".bm-work")
+        # The boss's own work directory on the machine (one per boss: b-<key>).
+        held = _held_compiles(work, started)
+        lock = work / held.relative_to(work).parts[0] / ".lock"
         # No new worker can take the directory over (and stop the makes) from now on.
         lock.unlink()
         lock.mkdir()

@@ -265,9 +265,11 @@ def test_unknown_use_machines_is_one_line_error(sshd_harness: SshdHarness) -> No
 
 def _start_fake_worker(h: SshdHarness, index: int) -> int:
     """A long-running process whose argv holds --worker, plus a lock, on a machine."""
+    # Its argv looks like a shipped worker's (a buildfleet-*.pyz path, --worker).
     out = h.ssh(h.machines[index],
-                "mkdir -p ~/.buildfleet-worker && echo 1 > ~/.buildfleet-worker/.lock; "
-                "setsid python3 -c 'import time; time.sleep(60)' --worker "
+                "mkdir -p ~/.buildfleet-worker/.tool && echo 1 > ~/.buildfleet-worker/.lock; "
+                "echo 'import time; time.sleep(60)' > ~/.buildfleet-worker/.tool/buildfleet-0.py; "
+                "setsid python3 ~/.buildfleet-worker/.tool/buildfleet-0.py --worker "
                 "</dev/null >/dev/null 2>&1 & echo $!")
     return int(out.strip())
 
