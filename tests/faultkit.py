@@ -154,6 +154,22 @@ def wait_no_processes(users: Iterable[str], timeout: float = 15.0) -> list[str]:
         time.sleep(0.2)
 
 
+def empty_objects(root: Path) -> list[Path]:
+    """The empty objects under ``root`` now: what GNU as creates before it writes
+    (a compile held or killed mid-way). A slot may be wiped meanwhile."""
+    found = []
+    try:
+        for obj in root.rglob("*.o"):
+            try:
+                if obj.stat().st_size == 0:
+                    found.append(obj)
+            except FileNotFoundError:
+                continue
+    except FileNotFoundError:
+        pass
+    return found
+
+
 def kill(pids: Iterable[int], sig: int) -> None:
     for pid in pids:
         try:

@@ -26,6 +26,7 @@ from faultkit import (
     Tree,
     assert_same_tree,
     demo_and_reference,
+    empty_objects,
     hosts_in,
     kill,
     read_tree,
@@ -121,27 +122,12 @@ def test_kconfig_loop_is_stopped_on_the_workers(demo: tuple[Path, Tree], fleet: 
     assert sum(hosts_in(out / "kconfig-loop").values()) == 2 * BOARDS
 
 
-def _empty_objects(root: Path) -> list[Path]:
-    """The empty objects under ``root`` now (a slot may be wiped meanwhile)."""
-    found = []
-    try:
-        for obj in root.rglob("*.o"):
-            try:
-                if obj.stat().st_size == 0:
-                    found.append(obj)
-            except FileNotFoundError:
-                continue
-    except FileNotFoundError:
-        pass
-    return found
-
-
 def _held_compiles(directory: Path, since: float = 0.0) -> Path:
     """Wait for an object GNU as has created under ``directory`` (at ``since``, a
     time.time(), or later) and cc1 holds unwritten."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        for obj in _empty_objects(directory):
+        for obj in empty_objects(directory):
             try:
                 if obj.stat().st_mtime >= since:
                     return obj

@@ -33,6 +33,7 @@ from buildfleet.demo import DemoTree, make_demo_tree
 from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult, Commit
 from buildfleet.settings import Settings
 from buildfleet.toolchains import scan_toolchains
+from faultkit import empty_objects
 
 BOARD = Board("sandbox", "sandbox")
 WAIT = 60.0
@@ -44,26 +45,11 @@ def demo(tmp_path: Path) -> DemoTree:
     return make_demo_tree(tmp_path / "tree", boards=2, commits=1)
 
 
-def _empty_objects(root: Path) -> list[Path]:
-    """The empty objects under ``root`` now (a slot may be wiped meanwhile)."""
-    found = []
-    try:
-        for obj in root.rglob("*.o"):
-            try:
-                if obj.stat().st_size == 0:
-                    found.append(obj)
-            except FileNotFoundError:
-                continue
-    except FileNotFoundError:
-        pass
-    return found
-
-
 def _wait_for_empty_object(out_dir: Path) -> Path:
     """The object GNU as created and has not written yet (cc1 waits on the FIFO)."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        for obj in _empty_objects(out_dir):
+        for obj in empty_objects(out_dir):
             return obj
         time.sleep(0.02)
     raise AssertionError(f"no object was started under {out_dir} in {WAIT:g} s")
