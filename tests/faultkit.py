@@ -212,8 +212,15 @@ class Dist:
 
 def start_dist(tree: Path, out: Path, settings: Path, *extra: str,
                env: dict[str, str] | None = None, branch: str = "demo") -> Dist:
+    """Start a --dist run into ``out``, with a per-user cost cache of the test's own.
+
+    Each fault test needs its faulty machine to be given boards; what the
+    session's earlier fault tests taught a shared cost cache about that
+    machine's speed must not decide whether it gets any.
+    """
     argv = [sys.executable, "-m", "buildfleet", "--dist", "-b", branch, "-G", str(settings),
             "-o", str(out), *extra]
+    env = {"XDG_CACHE_HOME": str(out.parent / "cost-cache"), **(env or {})}
     proc = subprocess.Popen(argv, cwd=tree, env=bf_env(env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return Dist(proc, out, time.monotonic())
