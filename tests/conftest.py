@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +37,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # Runs keep a per-user cache of board costs: the tests' goes to a
     # directory of their own, removed at the end, never to the user's.
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="buildfleet-test-cache-")
+    # Tests press Ctrl-C on the buildfleet they start (SIGINT to its pid). A
+    # session started with SIGINT ignored (under nohup, as a script's background
+    # job) hands SIG_IGN on to every child, and Python keeps an inherited SIG_IGN:
+    # the child would never see the Ctrl-C. A handler is reset to the default at
+    # exec, so setting one here gives every child the default back.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
