@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -195,10 +196,26 @@ def test_a_lost_workers_makes_are_stopped_without_a_new_worker(
             lock.rmdir()
 
 
+def _release(fifo: Path, owner: str) -> None:
+    """Let every compile held on ``fifo`` go on, and later ones not wait: each reads
+    an empty header (as an ordinary empty file at the same path gives them)."""
+    fd = os.open(fifo, os.O_RDWR)  # never blocks; every open() waiting on it returns
+    try:
+        fifo.unlink()
+        fifo.write_text("")
+        shutil.chown(fifo, owner, owner)
+    finally:
+        os.close(fd)  # no writer left: what was held reads EOF
+
+
 def test_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree], fleet: SshdHarness,
                                                 tmp_path: Path) -> None:
     """The machine's work directory fills up mid-run: its boards are built elsewhere,
-    and no 'No space left on device' reaches the output tree as a build failure."""
+    and no 'No space left on device' reaches the output tree as a build failure.
+
+    The machine's compiles wait on a FIFO (-pipe and -include, only in its user's
+    home) until its disk is full, so it still has objects to write when it is:
+    filled after its first result instead, it could have nothing left to build."""
     tree, want = demo
     name, user = _alpha(fleet)
     m = fleet.reachable[0]
@@ -207,13 +224,22 @@ def test_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree], fleet: 
         shutil.rmtree(work)
     work.mkdir()
     shutil.chown(work, user, user)
+    hang = m.home / "hang.h"
+    hang.unlink(missing_ok=True)
+    os.mkfifo(hang, 0o666)
+    shutil.chown(hang, user, user)
+    held = "KCFLAGS=-pipe $(addprefix -include ,$(wildcard $(HOME)/hang.h))"
+    settings = tmp_path / "held.cfg"
+    settings.write_text(fleet.settings_file.read_text() + "\n[make-flags]\n"
+                        + "".join(f'{board} = "{held}"\n' for board in {b for _, b in want}))
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(work)], check=True)
     try:
         shutil.chown(work, user, user)
         out = tmp_path / "out"
-        run = start_dist(tree, out, fleet.settings_file, "--use-machines",
+        # No hedging: a copy elsewhere must not win the held boards before the disk fills.
+        run = start_dist(tree, out, settings, "--no-hedge", "--use-machines",
                          ",".join(x.name for x in fleet.reachable), env=ENV)
-        assert run.wait_for_host(name)
+        _held_compiles(work)
         # Unbuffered, so the ENOSPC comes from write() and closing has nothing
         # left to flush (a buffered file raised it again on close).
         with open(work / "fill", "wb", buffering=0) as f:  # noqa: PTH123 - fill until ENOSPC
@@ -222,19 +248,25 @@ def test_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree], fleet: 
                     f.write(b"\0" * (1 << 20))
             except OSError:
                 pass
+        _release(hang, user)
         rc, stdout, stderr = run.wait()
         assert rc == 100, stdout + stderr
-        assert "infrastructure" in stdout or f"Worker failed on {name}" in stdout, stdout
+        assert re.search(rf"^{name}: \S+ failed for an infrastructure reason \(out of disk "
+                         r"space", stdout, re.M), stdout
+        assert "Not built" not in stdout, stdout
         got = read_tree(out / "demo")
         assert_same_tree(got, want)
         assert not [e for e in (out / "demo").glob("*/*/err") if "No space" in e.read_text()]
     finally:
+        if hang.exists() and stat.S_ISFIFO(hang.stat().st_mode):
+            _release(hang, user)  # the test failed before the disk was full
         sigcont_all(_users(fleet))
         wait_no_processes([user], timeout=20)
         subprocess.run(["umount", str(work)], check=False, capture_output=True)
         if subprocess.run(["mountpoint", "-q", str(work)], check=False).returncode == 0:
             subprocess.run(["umount", "-l", str(work)], check=False)
         shutil.rmtree(work, ignore_errors=True)  # the next run starts afresh
+        hang.unlink(missing_ok=True)
 
 
 def _local_results(branch_dir: Path) -> int:
