@@ -114,9 +114,17 @@ def test_a_stopped_make_leaves_nothing_the_next_build_of_the_board_trusts(
     assert len(errors) == 1 and isinstance(errors[0], BuildInterrupted), errors
     assert not results, "a stopped build must not produce a result"
     assert (out_dir / UNFINISHED_MARKER).exists()
+    # What the stopped make left must be gone before the next make runs. The
+    # demo's configure rewrites autoconf.h, so its objects would all be rebuilt
+    # anyway; kbuild's are not (fixdep makes them depend on the include/config/
+    # stubs of the symbols they use, and syncconfig touches only changed ones),
+    # so the outcome below cannot show a directory built in without a wipe.
+    stale = out_dir / "stale.o"
+    stale.write_text("")
 
     _unblock(hang)
     builder.build(job, slot, lambda: 1, results.append, threading.Event())
+    assert not stale.exists(), "the unfinished directory was built in without a wipe"
     clean = prepare_slots(demo.path / ".git", demo.path, tmp_path / "clean", 1)[0]
     builder.build(job, clean, lambda: 1, results.append, threading.Event())
     again, want = results
