@@ -44,6 +44,7 @@ from buildfleet.fleet.dispatch.costs import CostModel
 from buildfleet.fleet.dispatch.policy import CostAwarePolicy
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
+from buildfleet.fleet.messages import Quit, QuitAck
 from buildfleet.fleet.remote.channel import Channel, ChannelError
 from buildfleet.fleet.remote.session import RemoteDispatcher, RemoteSession, WorkerLost
 from buildfleet.model import Board, BuildJob, BuildResult, Commit
@@ -160,26 +161,21 @@ def run(args: argparse.Namespace, script: Path, base: Path) -> tuple[int, float]
 
     go = threading.Barrier(args.workers + 1)
 
-    def finished(name: str, target: str) -> None:
-        pool.finished(name, target)
-
     def drive(session: RemoteSession) -> None:
         name = session.name
-        dispatcher = RemoteDispatcher(
-            name, session, MAX_BOARDS, sequences,
-            lambda may_wait: pool.take(name) if may_wait else pool.try_take(name),
-            lambda r: sink.accept(name, r), lambda t: finished(name, t),
-            stop, lambda text: None, late=sink.check)
+        dispatcher = RemoteDispatcher(name, session, pool, sink, sequences, MAX_BOARDS, stop,
+                                      lambda text: None)
         pool.register(name, MAX_BOARDS, lambda b: True, cancel=dispatcher.cancel)
         go.wait()
         try:
             dispatcher.run()
             dispatcher.build_done(30.0)
-            session.request({"cmd": "quit"}, "quit_ack", 10.0,
+            session.request(Quit(), QuitAck, 10.0,
                             accept=("board_cancelled", "build_done", "build_result"))
         except (WorkerLost, ChannelError) as exc:
             errors.append(f"{name}: {exc}")
-            pool.remove_executor(name, failed=True)
+            pool.machine_failed(name)
+            pool.remove_executor(name)
         finally:
             session.channel.close(grace=2.0)
 

@@ -90,7 +90,8 @@ def test_sink_discards_a_late_result_and_raises_for_an_unsafe_one(tmp_path: Path
     pool.register("m1", 1, lambda _b: True)
     pool.register("m2", 1, lambda _b: True)
     assert pool.take("m1") is not None
-    pool.remove_executor("m1", failed=True)  # given up: the board goes back
+    pool.machine_failed("m1")
+    pool.remove_executor("m1")  # given up: the board goes back
     assert not sink.accept("m1", BuildResult("ok", 0, 0))  # its late result is dropped
     assert pool.take("m2") is not None
     with pytest.raises(UnsafeResult):

@@ -195,20 +195,14 @@ def test_hedged_remote_copies_are_compared_after_the_loser_is_cancelled(tmp_path
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def finished(name: str, target: str) -> None:
-        pool.finished(name, target)
-
     def run_worker(name: str, delay: float, digest: str, speed: float) -> None:
         channel = Channel([sys.executable, str(script), str(delay), digest, name], name=name)
         try:
             session = RemoteSession(name, channel)
             session.wait_for("ready", 20.0)
-            dispatcher = RemoteDispatcher(
-                name, session, 1, [c.sequence for c in COMMITS],
-                lambda may_wait: pool.take(name, timeout=20.0) if may_wait
-                else pool.try_take(name),
-                lambda r: sink.accept(name, r), lambda t: finished(name, t),
-                stop, lambda text: None, late=sink.check)
+            dispatcher = RemoteDispatcher(name, session, pool, sink,
+                                          [c.sequence for c in COMMITS], 1, stop,
+                                          lambda text: None, take_timeout=20.0)
             pool.register(name, 1, lambda b: True, cancel=dispatcher.cancel, speed=speed)
             dispatcher.run()
             dispatcher.build_done(20.0)

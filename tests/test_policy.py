@@ -91,13 +91,31 @@ def test_quarantine_after_two_executor_failures(policy_cls: type[FifoPolicy]) ->
     p = policy_cls()
     p.add_executor("flaky", 2, anything)
     p.add_jobs([job("x")])
-    p.executor_failed("flaky")
+    assert not p.machine_failed("flaky")
     assert p.usable("flaky")
-    p.executor_failed("flaky")
+    assert p.machine_failed("flaky")  # this one quarantines it
     assert not p.usable("flaky")
     assert p.take("flaky", 0.0) is None
     assert not p.has_work_for("flaky")
     assert [j.board.target for j in p.unbuildable()] == ["x"]
+
+
+@pytest.mark.parametrize("policy_cls", [FifoPolicy, CostAwarePolicy])
+def test_machine_health_survives_a_restarted_worker(policy_cls: type[FifoPolicy]) -> None:
+    """Health is kept by machine name: a worker started again inherits the record."""
+    p = policy_cls()
+    p.add_executor("flaky", 1, anything)
+    p.add_jobs([job("x"), job("y")])
+    assert p.take("flaky", 0.0) is not None
+    p.machine_failed("flaky")  # its worker was lost
+    p.remove_executor("flaky", now=1.0)
+    p.add_executor("flaky", 1, anything, now=2.0)  # a fresh worker on the same machine
+    assert p.take("flaky", 2.0) is not None
+    assert p.machine_failed("flaky")  # the second failure of the machine, not the first
+    p.remove_executor("flaky", now=3.0)
+    p.add_executor("flaky", 1, anything, now=4.0)
+    assert p.take("flaky", 4.0) is None
+    assert not p.has_work_for("flaky")
 
 
 @pytest.mark.parametrize("policy_cls", [FifoPolicy, CostAwarePolicy])

@@ -21,24 +21,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buildfleet import PROTOCOL_VERSION, __version__
+from buildfleet.fleet.machines.ship import ShipError, check_ready
+from buildfleet.fleet.messages import BuildBoard, ConfigureDone, Ready
 from buildfleet.fleet.protocol import (
     COMMANDS,
     FEATURES,
     MAX_COMMAND_LINE,
     PREFIX,
     ProtocolError,
-    check_ready,
+    command_from_wire,
     decode_command_line,
     decode_reply_line,
     encode_command,
     encode_reply,
-    make_command,
     read_line,
     ready_reply,
+    reply_from_wire,
     worker_features,
 )
 from buildfleet.fleet.remote.channel import Channel, ChannelClosed, ChannelTimeout
-from buildfleet.model import BuildResult
+from buildfleet.model import Board, BuildResult
 
 WORKER = [sys.executable, "-m", "buildfleet", "--worker"]
 
@@ -79,7 +81,7 @@ def test_valid_commands_round_trip() -> None:
         assert line.endswith(b"\n") and line.count(b"\n") == 1
         assert b": " not in line and b", " not in line  # compact
         assert decode_command_line(line) == msg
-        assert make_command(msg["cmd"], **{k: v for k, v in msg.items() if k != "cmd"}) == msg
+        assert command_from_wire(msg).to_wire() == msg  # the typed message, both ways
 
 
 @pytest.mark.parametrize("cmd", sorted(COMMANDS))
@@ -100,7 +102,7 @@ def test_wrong_field_types_are_refused(cmd: str, fld: str, value: Any) -> None:
     with pytest.raises(ProtocolError, match=f"command '{cmd}': field '{fld}' must be"):
         decode_command_line(encode_command(msg))
     with pytest.raises(ProtocolError):
-        make_command(cmd, **{k: v for k, v in msg.items() if k != "cmd"})
+        command_from_wire(msg)
 
 
 @pytest.mark.parametrize(("line", "message"), [
@@ -186,16 +188,16 @@ def test_ready_and_version_check() -> None:
     ready = ready_reply(8, 8)
     assert ready == {"resp": "ready", "nthreads": 8, "slots": 8, "version": __version__,
                      "protocol": PROTOCOL_VERSION, "features": list(FEATURES)}
-    check_ready(ready)
-    assert worker_features(ready) == frozenset(FEATURES)
+    check_ready(ready, __version__)
+    assert worker_features(reply_from_wire(ready, Ready)) == frozenset(FEATURES)
     # The seed's ready (buildman's worker): no protocol number, no features.
     seed = {"resp": "ready", "nthreads": 8, "slots": 8}
-    check_ready(seed)
-    assert worker_features(seed) == frozenset()
-    with pytest.raises(ProtocolError, match=r"worker speaks protocol 99 \(buildfleet 9.9\), "
-                                            r"this boss speaks protocol 1"):
+    check_ready(seed, None)
+    assert worker_features(reply_from_wire(seed, Ready)) == frozenset()
+    with pytest.raises(ShipError, match=r"worker speaks protocol 99 \(buildfleet 9.9\), "
+                                        r"this boss speaks protocol 1"):
         check_ready({**ready, "protocol": 99, "version": "9.9"})
-    with pytest.raises(ProtocolError, match="worker did not send ready"):
+    with pytest.raises(ShipError, match="worker did not send ready"):
         check_ready({"resp": "error", "msg": "locked"})
 
 
@@ -435,3 +437,20 @@ def test_worker_stdout_carries_only_protocol_lines(tmp_path: Path) -> None:
     assert [json.loads(ln.removeprefix(PREFIX))["resp"] for ln in lines] == [
         "ready", "error", "quit_ack"]
     assert all(ln.startswith(PREFIX) for ln in lines)
+
+
+def test_typed_messages_carry_configure_archs_and_the_whole_board() -> None:
+    """configure_done's ``archs`` is in the schema; build_board spells a board's fields once."""
+    line = encode_reply(ConfigureDone({"arm": "/usr/bin/arm-linux-gnueabi-gcc"},
+                                      ["arm", "aarch64"]).to_wire())
+    msg = decode_reply_line(line)
+    assert msg is not None
+    assert reply_from_wire(msg, ConfigureDone).archs == ["arm", "aarch64"]
+    with pytest.raises(ProtocolError, match="field 'archs' must be a list of strings"):
+        decode_reply_line(encode_reply({"resp": "configure_done", "archs": "arm"}))
+    board = Board("acme_a1", "arm", cpu="armv7", vendor="acme", board_name="a1",
+                  config_name="acme_a1")
+    wire = encode_command(BuildBoard.of(board, [0, 2]).to_wire())
+    cmd = command_from_wire(decode_command_line(wire))
+    assert isinstance(cmd, BuildBoard)
+    assert cmd.to_board() == board and cmd.commits == [0, 2]

@@ -79,7 +79,8 @@ def test_closing_figures_of_a_scripted_run() -> None:
     assert take("local") == "b5"
     at(5)  # Alpha's worker is lost with b4 in flight: back to the pool
     pool.failed("Alpha", "b4", "lost with Alpha: EOF")
-    assert pool.remove_executor("Alpha", failed=True) == []
+    pool.machine_failed("Alpha")
+    assert pool.remove_executor("Alpha") == []
     at(6)
     result("local", "b2")
     assert take("local") == "b4"  # the re-dispatch

@@ -16,17 +16,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TextIO
 
 from buildfleet.build.builder import Builder
 from buildfleet.build.jobserver import Jobserver
 from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.workspace import prepare_slots
 from buildfleet.fleet import status as phase
+from buildfleet.fleet.context import Executor, MachineExecutor, RemoteStarter, RunContext
 from buildfleet.fleet.dispatch.costfile import CostData, update_cache
-from buildfleet.fleet.dispatch.costs import CostModel
 from buildfleet.fleet.dispatch.costsources import run_costs, tree_id
 from buildfleet.fleet.dispatch.policy import CostAwarePolicy
 from buildfleet.fleet.dispatch.pool import JobPool
@@ -53,38 +52,6 @@ MAKE_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+,=@%:-]+$")
 STOP_GRACE = 5.0
 
 
-class Executor(Protocol):
-    """Something with slots that pulls jobs from the pool (local or remote)."""
-
-    name: str
-
-    @property
-    def exceptions(self) -> int:
-        """Thread exceptions (bugs, not failed builds) so far."""
-
-    def start(self) -> None: ...
-
-    def join(self, timeout: float | None = None) -> bool: ...
-
-
-@dataclass
-class RunContext:
-    """What executors need from the run: shared by local and remote ones."""
-
-    plan: RunPlan
-    pool: JobPool
-    sink: ResultSink
-    stop: threading.Event
-    log: Callable[[str], None]
-    args: argparse.Namespace
-    closers: list[Callable[[], None]] = field(default_factory=list)
-    remote_executors: list[Any] = field(default_factory=list)
-    costs: CostModel | None = None
-    manifest: RunManifest | None = None
-    status: FleetStatus = field(default_factory=FleetStatus)
-
-
-RemoteStarter = Callable[[RunContext], Sequence[Executor]]
 
 
 def local_make_jobs(plan: RunPlan, nslots: int) -> Callable[[int], int]:
@@ -255,11 +222,16 @@ def _close_run(plan: RunPlan, args: argparse.Namespace, ctx: RunContext,
               "(use -f to build again).", file=out)
     print(completed_line(counts, newly, elapsed), file=out)
     missing = pool.unbuildable()
-    abandoned = pool.abandoned()
+    # A board that failed for an infrastructure reason where it could be built says so.
+    abandoned = {**pool.abandoned(), **{j.board.target: why for j in missing
+                                        if (why := pool.failure_of(j.board.target))}}
+    missing = [j for j in missing if j.board.target not in abandoned]
     not_built = len(missing) + len(abandoned)
     # Machines that left the run (busy, unusable, failed) may have had the toolchain:
     # then the boards are not a toolchain problem, and no toolchain error is written.
     gone = [f"{ex.name}: {why}" for ex in ctx.remote_executors if (why := ex.gone_reason())]
+    if pool.quarantined(LOCAL):
+        gone.insert(0, f"{LOCAL}: quarantined after {pool.failures(LOCAL)} failures")
     if missing:
         names = ", ".join(sorted(j.board.target for j in missing))
         if gone:
@@ -304,7 +276,7 @@ def _record_missing_toolchains(ctx: RunContext, jobs: list[BuildJob]) -> None:
                 ctx.log(f"Cannot write result of {job.board.target}: {exc}")
 
 
-def machines_block(stats: DispatchStats, counts: RunCounts, remote: Sequence[Any],
+def machines_block(stats: DispatchStats, counts: RunCounts, remote: Sequence[MachineExecutor],
                    verbose: bool = False) -> list[str]:
     """The ``Machines:`` lines: one per executor, every figure from the run's account.
 

@@ -42,10 +42,13 @@ class JobFeed(Protocol):
     def done(self, job: BuildJob) -> None:
         """Every commit of ``job`` was delivered."""
 
-    def lost(self, job: BuildJob, failure: BuildResult) -> None:
-        """``job`` failed for the machine (``failure.infra_error`` says why), or the run
-        stopped under it: nothing more of it is delivered, another executor may build it.
-        ``failure`` is for the first commit not delivered."""
+    def lost(self, job: BuildJob, failure: BuildResult, machine_fault: bool) -> None:
+        """Nothing more of ``job`` is delivered here; another executor may build it.
+
+        ``failure.infra_error`` says why; ``machine_fault`` is False when the
+        run stopped under it or a bug in buildfleet broke it, True when the
+        machine is to blame (disk, git, make killed). ``failure`` stands for
+        the first commit not delivered (a classified result keeps its text)."""
 
     def ended(self, job: BuildJob) -> None:
         """The slot is done with ``job``, whatever happened (always called last)."""
@@ -168,10 +171,10 @@ class SlotRunner:
             with self._lock:
                 stopping = self._stopping
             if stopping:  # (else cancelled: another executor's copy won)
-                self.feed.lost(job, self._failure(job, delivered, "interrupted"))
+                self.feed.lost(job, self._failure(job, delivered, "interrupted"), False)
         except _InfraResult as exc:
             self.log(infra_line(self.name, target, exc.result.infra_error or ""))
-            self.feed.lost(job, exc.result)
+            self.feed.lost(job, exc.result, True)
         except Exception as exc:  # noqa: BLE001 - a slot must survive any board
             if is_infra_exception(exc):
                 self.log(infra_line(self.name, target, f"exception: {exc}"))
@@ -181,7 +184,8 @@ class SlotRunner:
                 self.log(f"Thread exception (board {target}): {exc}")
             if self.tracebacks:
                 self.log(traceback.format_exc().rstrip("\n"))
-            self.feed.lost(job, self._failure(job, delivered, f"exception: {exc}"))
+            self.feed.lost(job, self._failure(job, delivered, f"exception: {exc}"),
+                           is_infra_exception(exc))
         finally:
             with self._lock:
                 self._board_stops.pop(target, None)

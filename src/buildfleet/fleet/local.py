@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from buildfleet.build.builder import Builder, Slot
 from buildfleet.build.slot_runner import SlotRunner
-from buildfleet.fleet.dispatch.pool import JobPool
+from buildfleet.fleet.dispatch.pool import JobPool, quarantine_line
 from buildfleet.fleet.dispatch.sink import ResultSink
 from buildfleet.model import LOCAL, BuildJob, BuildResult
 
@@ -20,9 +20,10 @@ from buildfleet.model import LOCAL, BuildJob, BuildResult
 class _PoolFeed:
     """The slot runner's boards from the pool, its results into the sink."""
 
-    def __init__(self, pool: JobPool, sink: ResultSink) -> None:
+    def __init__(self, pool: JobPool, sink: ResultSink, log: Callable[[str], None]) -> None:
         self.pool = pool
         self.sink = sink
+        self.log = log
 
     def take(self, slot: Slot) -> BuildJob | None:
         return self.pool.take(LOCAL)
@@ -33,8 +34,10 @@ class _PoolFeed:
     def done(self, job: BuildJob) -> None:
         self.pool.finished(LOCAL, job.board.target)
 
-    def lost(self, job: BuildJob, failure: BuildResult) -> None:
+    def lost(self, job: BuildJob, failure: BuildResult, machine_fault: bool) -> None:
         self.pool.failed(LOCAL, job.board.target, failure.infra_error or "failed")
+        if machine_fault and self.pool.machine_failed(LOCAL):
+            self.log(quarantine_line(LOCAL, self.pool.failures(LOCAL)))
 
     def ended(self, job: BuildJob) -> None:
         pass
@@ -49,7 +52,7 @@ class LocalExecutor:
                  make_jobs: Callable[[int], int], stop: threading.Event,
                  log: Callable[[str], None], debug: bool = False) -> None:
         self.stop = stop
-        self.runner = SlotRunner(LOCAL, builder, slots, _PoolFeed(pool, sink), make_jobs, log,
+        self.runner = SlotRunner(LOCAL, builder, slots, _PoolFeed(pool, sink, log), make_jobs, log,
                                  tracebacks=debug)
 
     @property

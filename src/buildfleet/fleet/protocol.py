@@ -1,7 +1,9 @@
 """The boss/worker wire protocol: framing, message names and their fields.
 
 Both sides import this one module, so a message the boss can build is a
-message the worker accepts, and vice versa. The contract is PROTOCOL.md §4;
+message the worker accepts, and vice versa. Each message is a typed class
+in ``fleet.messages`` (the one spelling of its fields); the schemas below
+are derived from those classes. The contract is PROTOCOL.md §4;
 this module is its executable form. Decoders never raise anything but
 :class:`ProtocolError`, whose text is fit to go back verbatim in an ``error``
 reply: a worker must answer garbage with an error and keep going.
@@ -28,8 +30,9 @@ Commands (boss -> worker)
                           optional ``toolchains`` {arch: gcc path} (a hint),
                           optional ``wrapper`` (the boss's toolchain wrapper;
                           ``error`` {reason: "unusable"} if not found).
-                          Reply ``configure_done`` {toolchains: {arch: path}}
-                          (what the worker will use).
+                          Reply ``configure_done`` {toolchains: {arch: path},
+                          archs: [arch, ...]} (what the worker will use and
+                          the board archs it can build, aliases included).
 ``build_prepare``         ``commits`` [hash | null, ...], optional
                           ``max_boards`` int >= 1. Replies ``build_started``
                           {num_threads}, ``worktree_created`` {thread} per
@@ -51,7 +54,7 @@ Commands (boss -> worker)
                           drained and every slot is idle.
 ``cancel_board``          ``board``. Drops the board if queued, stops it (kills
                           its make) if building. Reply ``board_cancelled``
-                          {board}; no ``build_result`` for that board follows
+                          {board, state}; no ``build_result`` for that board follows
                           the reply.
 ``quit``                  Reply ``quit_ack``; the worker then kills its
                           process group and exits.
@@ -62,7 +65,8 @@ Replies (worker -> boss)
 ``ready`` {nthreads, slots, version, protocol, features} is sent unasked at
 start; ``features`` lists what the worker adds to the seed's protocol.
 ``build_result`` is ``BuildResult.to_wire()`` (see ``buildfleet.model``).
-``error`` {msg} answers any unknown or invalid command; the worker carries on.
+``error`` {msg, reason} answers any unknown or invalid command; the worker
+carries on.
 """
 
 from __future__ import annotations
@@ -70,23 +74,25 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from buildfleet import PROTOCOL_VERSION, __version__
 from buildfleet.errors import InfraError
+from buildfleet.fleet.messages import COMMAND_TYPES, REPLY_TYPES, Command, Ready, Reply
 
 PREFIX = "BM> "
 PREFIX_BYTES = PREFIX.encode("ascii")
 MAX_COMMAND_LINE = 1 << 20
 MAX_REPLY_LINE = 64 << 20
 HEARTBEAT_INTERVAL = 5.0
-TARGET_INFO_FIELDS = ("cpu", "soc", "vendor", "board_name", "config_name")
 # What buildfleet's worker adds to the seed's protocol, announced in ``ready``:
 # cancel_board (tail hedging), commits (build_board's subset of commits),
 # files (every result file in build_result), shared_threads (setup's
 # shared_dir: one thread budget per machine login), wrapper (configure's
 # toolchain wrapper).
 FEATURES = ("cancel_board", "commits", "files", "shared_threads", "wrapper")
+
+R = TypeVar("R", bound=Reply)
 
 
 class ProtocolError(InfraError):
@@ -152,39 +158,16 @@ _KINDS: dict[str, tuple[Check, str]] = {
     "str_list": (_is_str_list, "a list of strings"),
 }
 
-# cmd -> {field: (kind, required)}
-COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
-    "setup": {"work_dir": ("str", True), "shared_dir": ("str", False)},
-    "configure": {"settings": ("object", True), "toolchains": ("str_map", False),
-                  "wrapper": ("str", False)},
-    "build_prepare": {"commits": ("commits", True), "max_boards": ("count", False)},
-    "build_board": {
-        "board": ("name", True), "arch": ("name", True), "commits": ("indices", False),
-        **{f: ("str", False) for f in TARGET_INFO_FIELDS},
-        "base_target": ("str", False), "fragments": ("str_list", False),
-    },
-    "build_done": {},
-    "cancel_board": {"board": ("name", True)},
-    "quit": {},
-}
+# cmd -> {field: (kind, required)}, from the message classes (their one spelling).
+COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {c.NAME: c.schema() for c in COMMAND_TYPES}
 
 # resp -> {field: (kind, required)}; the boss checks these on receipt.
+# ``build_result`` is ``BuildResult.to_wire()`` (``buildfleet.model``), checked here.
 REPLIES: dict[str, dict[str, tuple[str, bool]]] = {
-    "ready": {"nthreads": ("count", True), "slots": ("count", True),
-              "version": ("str", False), "protocol": ("int", False)},
-    "setup_done": {"work_dir": ("name", True), "git_dir": ("name", True)},
-    "configure_done": {"toolchains": ("str_map", False)},
-    "build_started": {"num_threads": ("count", True)},
-    "worktree_created": {"thread": ("int", True)},
-    "build_prepare_done": {},
-    "heartbeat": {"board": ("name", True), "thread": ("int", True)},
+    **{r.NAME: r.schema() for r in REPLY_TYPES},
     "build_result": {"board": ("name", True), "commit_upto": ("int", True),
                      "return_code": ("int", True), "duration": ("number", False),
                      "files": ("object", False)},
-    "build_done": {"exceptions": ("int", True)},
-    "board_cancelled": {"board": ("name", True)},
-    "quit_ack": {},
-    "error": {"msg": ("str", True)},
 }
 
 
@@ -215,27 +198,13 @@ def encode_reply(obj: dict[str, Any]) -> bytes:
     return (PREFIX + _dump(obj) + "\n").encode("utf-8")
 
 
-def make_command(cmd: str, **fields: Any) -> dict[str, Any]:
-    """A command dict, checked against the same schema the worker applies."""
-    msg = {"cmd": cmd, **fields}
-    validate_command(msg)
-    return msg
-
-
-def make_reply(resp: str, **fields: Any) -> dict[str, Any]:
-    return {"resp": resp, **fields}
-
-
 def ready_reply(nthreads: int, slots: int) -> dict[str, Any]:
-    return make_reply("ready", nthreads=nthreads, slots=slots, version=__version__,
-                      protocol=PROTOCOL_VERSION, features=list(FEATURES))
+    """The worker's unasked first line: its threads, version, protocol and features."""
+    return Ready(nthreads=nthreads, slots=slots, version=__version__,
+                 protocol=PROTOCOL_VERSION, features=list(FEATURES)).to_wire()
 
 
-def error_reply(msg: str, reason: str = "") -> dict[str, Any]:
-    return make_reply("error", msg=msg, **({"reason": reason} if reason else {}))
-
-
-def worker_features(ready: dict[str, Any]) -> frozenset[str]:
+def worker_features(ready: Ready) -> frozenset[str]:
     """What a worker supports beyond the seed's protocol, from its ``ready``.
 
     A worker that lists no ``features`` (buildman's own, or any worker written
@@ -243,10 +212,7 @@ def worker_features(ready: dict[str, Any]) -> frozenset[str]:
     hedged copies on it), no result files (only ``stdout``/``stderr``/
     ``sizes``), no shared thread budget, no forwarded toolchain wrapper.
     """
-    listed = ready.get("features")
-    if not isinstance(listed, list):
-        return frozenset()
-    return frozenset(f for f in listed if isinstance(f, str))
+    return frozenset(ready.features or ())
 
 
 def seed_result(msg: dict[str, Any]) -> dict[str, Any]:
@@ -306,6 +272,23 @@ def decode_command_line(line: bytes) -> dict[str, Any]:
     return msg
 
 
+_COMMAND_CLASSES = {c.NAME: c for c in COMMAND_TYPES}
+
+
+def command_from_wire(msg: dict[str, Any]) -> Command:
+    """The typed command of a wire object; ProtocolError if it is not a valid one."""
+    validate_command(msg)
+    return _COMMAND_CLASSES[msg["cmd"]].from_wire(msg)
+
+
+def reply_from_wire(msg: dict[str, Any], want: type[R]) -> R:
+    """The typed reply ``want`` of a wire object (checked on receipt); ProtocolError if not."""
+    if msg.get("resp") != want.NAME:
+        raise ProtocolError(f"expected reply {want.NAME!r}, got {_short(str(msg.get('resp')))!r}")
+    _check_fields("reply", want.NAME, msg, want.schema())
+    return want.from_wire(msg)
+
+
 def decode_reply_line(line: bytes) -> dict[str, Any] | None:
     """Parse one stdout line of a worker; None if it is not a protocol line.
 
@@ -324,20 +307,6 @@ def decode_reply_line(line: bytes) -> dict[str, Any] | None:
     if schema is not None:
         _check_fields("reply", resp, msg, schema)
     return msg
-
-
-def check_ready(msg: dict[str, Any]) -> None:
-    """Refuse a worker whose first message is not a compatible ``ready``.
-
-    A ``ready`` without ``protocol`` is the seed's (buildman's worker): protocol 1.
-    """
-    if msg.get("resp") != "ready":
-        raise ProtocolError(f"worker did not send ready: {_short(_dump(msg))}")
-    proto = msg.get("protocol", PROTOCOL_VERSION)
-    if proto != PROTOCOL_VERSION:
-        version = msg.get("version", "unknown")
-        raise ProtocolError(f"worker speaks protocol {proto} (buildfleet {version}), "
-                            f"this boss speaks protocol {PROTOCOL_VERSION}")
 
 
 def read_line(stream: IO[bytes], limit: int) -> bytes:

@@ -17,14 +17,18 @@ How a driver uses either (the pool does exactly this):
 
 1. ``add_executor`` per executor, ``add_jobs`` once;
 2. whenever an executor has a free slot: ``take(name, now)``; when that gives
-   None, ``hedge(name, now)`` (CostAwarePolicy only);
+   None, ``hedge(name, now)`` (always None for the baseline);
 3. when an executor delivered every result of a board: ``finished(name,
    target, now)``; if it returned True, cancel the copies named by
    ``losers(target)``; if it returned False, discard that executor's results;
 4. a None from ``take`` is not final while ``has_work_for`` is True: ask again
    after any ``finished``/``failed``/``remove_executor`` (the cost-aware policy
    may hold a big board back for a faster executor that frees up soon);
-5. ``stats`` holds per-executor busy and idle time, the scheduling efficiency
+5. ``machine_failed(name)`` for each failure of a machine (a lost worker, a
+   board it failed for an infrastructure reason): the policy is the one owner
+   of machine health, keyed by name, so it outlives ``remove_executor`` and a
+   restarted worker; a quarantined machine gets no more boards;
+6. ``stats`` holds per-executor busy and idle time, the scheduling efficiency
    and the tail, for the post-run line.
 """
 
@@ -49,8 +53,6 @@ class ExecutorState:
     slots: int
     can_build: Callable[[Board], bool]
     in_flight: set[str] = field(default_factory=set)
-    failures: int = 0
-    quarantined: bool = False
     speed: float = 1.0
     hedgeable: bool = True
     """False for a worker that cannot cancel a board (no ``cancel_board``): it gets no
@@ -63,6 +65,8 @@ class JobState:
     owners: set[str] = field(default_factory=set)
     tried_on: list[str] = field(default_factory=list)
     infra_failures: int = 0
+    last_failure: str = ""
+    """Why its last copy failed for an infrastructure reason ("" if none did)."""
     started_at: float | None = None
     back_in_pool: bool = False
     """It went back to the pool; its next assignment is a re-dispatch."""
@@ -85,6 +89,7 @@ class FifoPolicy:
         self.jobs: dict[str, JobState] = {}
         self.finished_targets: set[str] = set()
         self.abandoned: dict[str, str] = {}
+        self.machine_failures: dict[str, int] = {}
         self.stats = DispatchStats()
         self._started: dict[tuple[str, str], float] = {}
         self._clock: float | None = None
@@ -137,8 +142,11 @@ class FifoPolicy:
 
     # -- queries --------------------------------------------------------------
     def usable(self, name: str) -> bool:
-        state = self.executors.get(name)
-        return state is not None and not state.quarantined
+        return name in self.executors and not self.quarantined(name)
+
+    def quarantined(self, name: str) -> bool:
+        """Has machine ``name`` failed ``quarantine_after`` times in this run?"""
+        return self.machine_failures.get(name, 0) >= self.quarantine_after
 
     def buildable_by(self, name: str, target: str) -> bool:
         state = self.executors[name]
@@ -221,6 +229,7 @@ class FifoPolicy:
         if js is None or name not in js.owners:
             return
         js.infra_failures += 1
+        js.last_failure = reason
         self._account(name, target, now, won=False)
         self._release(name, target, requeue=True)
         if js.infra_failures > self.max_infra_retries and not js.owners:
@@ -228,13 +237,27 @@ class FifoPolicy:
                 self.pending.remove(target)
             self.abandoned[target] = reason
 
-    def executor_failed(self, name: str) -> None:
-        state = self.executors.get(name)
-        if state is None:
-            return
-        state.failures += 1
-        if state.failures >= self.quarantine_after:
-            state.quarantined = True
+    def machine_failed(self, name: str) -> bool:
+        """Count one failure of machine ``name``; True if this one quarantines it.
+
+        Kept by name whether or not ``name`` is registered now, so a worker
+        started again on the machine inherits its record.
+        """
+        before = self.quarantined(name)
+        self.machine_failures[name] = self.machine_failures.get(name, 0) + 1
+        return self.quarantined(name) and not before
+
+    def hedge(self, name: str, now: float) -> BuildJob | None:
+        """A second copy of a running board for idle ``name``; the baseline never hedges."""
+        return None
+
+    def losers(self, target: str) -> list[str]:
+        """Executors whose copies of ``target`` lost (see CostAwarePolicy); none here."""
+        return []
+
+    def expected_remaining(self, now: float) -> float | None:
+        """Seconds until every board is expected done; the baseline has no costs: None."""
+        return None
 
     # -- internals ------------------------------------------------------------
     def _tick(self, now: float | None) -> float | None:
@@ -382,6 +405,12 @@ class CostAwarePolicy(FifoPolicy):
     def was_hedged(self, target: str) -> bool:
         return target in self._hedged
 
+    def expected_remaining(self, now: float) -> float | None:
+        """Seconds until every board is expected done (``eta.expected_remaining``)."""
+        from buildfleet.fleet.dispatch.eta import expected_remaining  # (eta reads this class)
+
+        return expected_remaining(self, now)
+
     def losers(self, target: str) -> list[str]:
         """Executors whose copies of ``target`` lost to the one that finished first.
 
@@ -407,7 +436,8 @@ class CostAwarePolicy(FifoPolicy):
             return None
         plan = self._slot_plan(now, asker=name)
         speeds = {n: s.speed for n, s in self.executors.items()}
-        self._top_speed = max(s.speed for s in self.executors.values() if not s.quarantined)
+        self._top_speed = max(s.speed for n, s in self.executors.items()
+                              if not self.quarantined(n))
         for i, target in enumerate(self.pending):
             if self._too_risky(name, target):
                 continue
@@ -529,7 +559,7 @@ class CostAwarePolicy(FifoPolicy):
         speed = self.executors[name].speed
         if speed >= RISK_SPEED * self._top_speed or self.costs.charted(self.jobs[target].job.board):
             return False
-        return any(other != name and not state.quarantined
+        return any(other != name and not self.quarantined(other)
                    and state.speed * RISK_SPEED > speed and self.buildable_by(other, target)
                    for other, state in self.executors.items())
 
@@ -559,13 +589,14 @@ class CostAwarePolicy(FifoPolicy):
         if self.margin < 0:
             return False
         speed = self.executors[name].speed
-        return all(s.speed <= speed for s in self.executors.values() if not s.quarantined)
+        return all(s.speed <= speed for n, s in self.executors.items()
+                   if not self.quarantined(n))
 
     def _slot_plan(self, now: float, asker: str) -> dict[str, list[float]]:
         """Per usable executor, a heap of the times its slots become free."""
         plan: dict[str, list[float]] = {}
         for name, state in self.executors.items():
-            if state.quarantined:
+            if self.quarantined(name):
                 continue
             ends = sorted(self._expected_end(name, t, now) for t in state.in_flight)
             free = state.slots - len(ends)

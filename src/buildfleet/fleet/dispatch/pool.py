@@ -12,8 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from buildfleet.fleet.dispatch.eta import expected_remaining
-from buildfleet.fleet.dispatch.policy import CostAwarePolicy, FifoPolicy
+from buildfleet.fleet.dispatch.policy import FifoPolicy
 from buildfleet.model import Board, BuildJob
 
 CancelHook = Callable[[str], None]
@@ -46,9 +45,7 @@ class JobPool:
     def _next(self, name: str) -> BuildJob | None:
         now = self.clock()
         job = self.policy.take(name, now)
-        if job is None and isinstance(self.policy, CostAwarePolicy):
-            job = self.policy.hedge(name, now)
-        return job
+        return job if job is not None else self.policy.hedge(name, now)
 
     def take(self, name: str, timeout: float | None = None) -> BuildJob | None:
         """The next job for ``name``; None when it will get no more (or on close)."""
@@ -76,8 +73,7 @@ class JobPool:
         """``name`` delivered all of ``target``; False if its copy no longer counts."""
         with self._cond:
             ok = self.policy.finished(name, target, self.clock())
-            losers = self.policy.losers(target) if ok and isinstance(
-                self.policy, CostAwarePolicy) else []
+            losers = self.policy.losers(target) if ok else []
             hooks = [self._cancel_hooks.get(loser) for loser in losers]
             self._cond.notify_all()
         for hook in hooks:
@@ -96,11 +92,28 @@ class JobPool:
             self.policy.failed(name, target, reason, now=self.clock())
             self._cond.notify_all()
 
-    def remove_executor(self, name: str, failed: bool = False) -> list[BuildJob]:
+    def machine_failed(self, name: str) -> bool:
+        """One failure of machine ``name``; True if it quarantines the machine.
+
+        A quarantined machine gets no more boards for the rest of the run,
+        even from a worker started on it again (see ``policy.machine_failed``).
+        """
+        with self._cond:
+            newly = self.policy.machine_failed(name)
+            self._cond.notify_all()
+            return newly
+
+    def quarantined(self, name: str) -> bool:
+        with self._cond:
+            return self.policy.quarantined(name)
+
+    def failures(self, name: str) -> int:
+        with self._cond:
+            return self.policy.machine_failures.get(name, 0)
+
+    def remove_executor(self, name: str) -> list[BuildJob]:
         """Drop an executor; its in-flight jobs return to the pool."""
         with self._cond:
-            if failed:
-                self.policy.executor_failed(name)
             back = self.policy.remove_executor(name, now=self.clock())
             self._cancel_hooks.pop(name, None)
             self._cond.notify_all()
@@ -117,6 +130,12 @@ class JobPool:
     def unbuildable(self) -> list[BuildJob]:
         with self._cond:
             return self.policy.unbuildable()
+
+    def failure_of(self, target: str) -> str:
+        """Why ``target``'s last copy failed for an infrastructure reason ("" if none did)."""
+        with self._cond:
+            js = self.policy.jobs.get(target)
+            return js.last_failure if js is not None else ""
 
     def abandoned(self) -> dict[str, str]:
         with self._cond:
@@ -136,11 +155,14 @@ class JobPool:
     def eta(self, now: float) -> float | None:
         """Seconds until every board is expected done (the cost model's plan), or None."""
         with self._cond:
-            if isinstance(self.policy, CostAwarePolicy):
-                return expected_remaining(self.policy, now)
-            return None
+            return self.policy.expected_remaining(now)
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+def quarantine_line(name: str, failures: int) -> str:
+    """The one line that says machine ``name`` gets no more boards."""
+    return f"Quarantined {name} for the rest of the run after {failures} failures"

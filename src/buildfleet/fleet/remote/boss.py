@@ -19,16 +19,28 @@ import threading
 from typing import Any
 
 from buildfleet import __version__, gitutil
-from buildfleet.build.failure import infra_line
 from buildfleet.fleet import status as phase
+from buildfleet.fleet.context import RunContext
+from buildfleet.fleet.dispatch.pool import quarantine_line
 from buildfleet.fleet.machines import ship
 from buildfleet.fleet.machines.leftovers import stop_leftovers
 from buildfleet.fleet.machines.probe import MachineStatus
 from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR
 from buildfleet.fleet.machines.ssh import SshSession, git_push_env, ssh_argv
-from buildfleet.fleet.protocol import worker_features
+from buildfleet.fleet.messages import (
+    BuildPrepare,
+    BuildStarted,
+    Configure,
+    ConfigureDone,
+    Quit,
+    Ready,
+    Setup,
+    SetupDone,
+)
+from buildfleet.fleet.protocol import ProtocolError, reply_from_wire, worker_features
 from buildfleet.fleet.remote.channel import Channel, ChannelError
 from buildfleet.fleet.remote.session import (
+    DONE_SECONDS,
     PREPARE_SECONDS,
     QUIT_SECONDS,
     MachineBusy,
@@ -39,17 +51,14 @@ from buildfleet.fleet.remote.session import (
     WorkerLost,
 )
 from buildfleet.fleet.runlog import RunLog
-from buildfleet.model import Board, BuildJob, BuildResult
+from buildfleet.model import Board
 from buildfleet.settings import Settings
 from buildfleet.toolchains import Toolchains, merged_aliases
 
 READY_SECONDS = 120.0
 SETUP_SECONDS = 60.0
 PUSH_SECONDS = 600.0
-DONE_SECONDS = 120.0
 RESTART_DELAY = 1.0
-# A worker that gives up this many boards for infrastructure reasons is lost.
-INFRA_FAILURES_PER_WORKER = 2
 # A machine busy with other runs is asked again this often (seconds).
 BUSY_RETRY = 3.0
 # Work directories a boss may use on one machine (its own, then spares for a
@@ -59,11 +68,9 @@ WORK_DIR_CHOICES = 4
 DONE, FAILED, BUSY, UNUSABLE = "done", "failed", "busy", "unusable"
 
 
-def report_phase(ctx: Any, name: str, state: str, detail: str = "") -> None:
-    """Tell the live view what machine ``name`` is doing (if the run has a view)."""
-    status = getattr(ctx, "status", None)
-    if status is not None:
-        status.set(name, state, detail)
+def report_phase(ctx: RunContext, name: str, state: str, detail: str = "") -> None:
+    """Tell the live view what machine ``name`` is doing."""
+    ctx.status.set(name, state, detail)
 
 
 def _summarise(msg: dict[str, Any]) -> str:
@@ -76,7 +83,7 @@ def _summarise(msg: dict[str, Any]) -> str:
 class RemoteExecutor:
     """One machine of the fleet: start-up, then dispatch, in its own thread."""
 
-    def __init__(self, status: MachineStatus, ctx: Any, session: SshSession,
+    def __init__(self, status: MachineStatus, ctx: RunContext, session: SshSession,
                  settings: Settings, tip: str, commit_hashes: list[str],
                  work_key: str = "b-default") -> None:
         self.status = status
@@ -102,8 +109,7 @@ class RemoteExecutor:
         self._quit_lock = threading.Lock()
         self._quitted = False
         self._aborted = False
-        self.failures = 0
-        self.infra_failures = 0
+        self.workers_lost = 0  # for the closing line; the machine's health is the pool's
         self.work_dir = f"{DEFAULT_WORK_DIR}/{work_key}"  # this boss's, once set up
         self.worker_pid = 0  # the current worker's pid on the machine (setup_done), 0: unknown
         self.stats = RemoteStats()
@@ -133,12 +139,12 @@ class RemoteExecutor:
     def _run(self) -> None:
         """Attempts until the work is done, the run stops or the machine is quarantined.
 
-        A lost worker counts one failure against its machine; the machine gets
-        a fresh worker (after RESTART_DELAY) until it has failed
-        ``quarantine_after`` times, then it is out for the rest of the run.
+        A lost worker, like a board it gives up for an infrastructure reason,
+        counts one failure against its machine in the pool (the one owner of
+        machine health); the machine gets a fresh worker (after RESTART_DELAY)
+        until the pool quarantines it, then it is out for the rest of the run.
         """
         pool = self.ctx.pool
-        limit = max(1, int(getattr(pool.policy, "quarantine_after", 2)))
         busy_said = False
         try:
             while not self._stopping():
@@ -160,14 +166,13 @@ class RemoteExecutor:
                             or pool.all_done()):
                         return
                     continue
-                self.failures += 1
+                self.workers_lost += 1
                 if not self._stopping():
                     self._stop_leftovers()
-                if self.failures >= limit:
+                if pool.quarantined(self.name):
                     report_phase(self.ctx, self.name, phase.QUARANTINED, self.failure)
                     if not self._stopping():
-                        self.ctx.log(f"Quarantined {self.name} for the rest of the run "
-                                     f"after {self.failures} failures")
+                        self.ctx.log(quarantine_line(self.name, pool.failures(self.name)))
                     return
                 if self._stopping() or pool.all_done():
                     return
@@ -216,10 +221,9 @@ class RemoteExecutor:
                 return board.arch in archs
 
             self.dispatcher = RemoteDispatcher(
-                self.name, session, slots, [c.sequence for c in self.ctx.plan.commits],
-                self._take, self._accept, lambda t: pool.finished(self.name, t),
-                self.ctx.stop, self.ctx.log, lost=self._board_lost, late=self.ctx.sink.check,
-                features=self.features)
+                self.name, session, pool, self.ctx.sink,
+                [c.sequence for c in self.ctx.plan.commits], slots, self.ctx.stop,
+                self.ctx.log, runlog=self.log, features=self.features)
             self.dispatcher.stats = self.stats
             cancels = "cancel_board" in self.features
             pool.register(self.name, slots, can_build,
@@ -232,7 +236,7 @@ class RemoteExecutor:
             if not self._stopping():
                 # (late results of cancelled copies still in the pipe are compared)
                 done = self.dispatcher.build_done(DONE_SECONDS)
-                self.exceptions += int(done.get("exceptions") or 0)
+                self.exceptions += done.exceptions
             return DONE
         except MachineBusy as exc:
             self.note = str(exc).removeprefix("busy: ")
@@ -252,7 +256,9 @@ class RemoteExecutor:
                 in_flight = sorted(self.dispatcher.in_flight) if self.dispatcher else []
                 for target in in_flight:
                     pool.failed(self.name, target, f"lost with {self.name}: {self.failure}")
-                back = pool.remove_executor(self.name, failed=True)
+                if not pool.quarantined(self.name):  # (else a lost board did it)
+                    pool.machine_failed(self.name)
+                back = pool.remove_executor(self.name)
                 extra = f"; {len(in_flight) or len(back)} boards back to the pool" if (
                     in_flight or back) else ""
                 self.ctx.log(f"Worker failed on {self.name}: {self.failure}{extra}")
@@ -263,16 +269,6 @@ class RemoteExecutor:
                 self.dispatcher.close_busy()
             pool.remove_executor(self.name)
             self._quit(graceful=not self.failure)
-
-    def _board_lost(self, target: str, reason: str) -> None:
-        """The worker gave ``target`` up for an infrastructure reason: build it elsewhere."""
-        self.infra_failures += 1
-        self.log.write("!!", f"infrastructure failure on {target}: {reason}")
-        self.ctx.log(infra_line(self.name, target, reason))
-        self.ctx.pool.failed(self.name, target, f"{self.name}: {reason.strip()}")
-        if self.infra_failures >= INFRA_FAILURES_PER_WORKER:
-            raise WorkerLost(f"{self.infra_failures} infrastructure failures, last: "
-                             f"{reason.strip()}")
 
     def _start_up(self) -> RemoteSession:
         machine = self.status.config
@@ -303,13 +299,13 @@ class RemoteExecutor:
                                       f"{said}") from None
             raise
         self.log.write("<<", _summarise(ready))
-        self.features = worker_features(ready)
         try:
             ship.check_ready(ready, None if installed else __version__)
-        except ship.ShipError as exc:
+            self.features = worker_features(reply_from_wire(ready, Ready))
+        except (ship.ShipError, ProtocolError) as exc:
             if installed:
                 raise MachineUnusable(f"{installed}: {exc}") from None
-            raise
+            raise WorkerLost(str(exc)) from None
         if installed and not self.features:
             self.ctx.log(f"  {self.name}: {installed} speaks the seed's protocol only: no "
                          "hedged copies on it; its results carry no toolchain, out-env, "
@@ -331,21 +327,19 @@ class RemoteExecutor:
         last: Exception | None = None
         for i in range(WORK_DIR_CHOICES):
             work_dir = f"{base}/{self.work_key}{f'-{i + 1}' if i else ''}"
-            cmd: dict[str, Any] = {"cmd": "setup", "work_dir": work_dir}
             if "shared_threads" in self.features:
-                cmd["shared_dir"] = base
+                cmd = Setup(work_dir, shared_dir=base)
             else:
-                cmd["work_dir"] = work_dir.removeprefix("~/")
+                cmd = Setup(work_dir.removeprefix("~/"))
             try:
-                setup = session.request(cmd, "setup_done", SETUP_SECONDS)
+                setup = session.request(cmd, SetupDone, SETUP_SECONDS)
             except MachineBusy as exc:  # another run of this tree uses it: try a spare
                 last = exc
                 continue
-            git_dir = str(setup.get("git_dir") or "")
-            pid = setup.get("pid")
-            self.worker_pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else 0
+            git_dir = setup.git_dir
+            self.worker_pid = setup.pid or 0
             self.work_dir = work_dir
-            if not git_dir or git_dir.startswith("-") or "\n" in git_dir:
+            if git_dir.startswith("-") or "\n" in git_dir:
                 raise WorkerLost(f"setup_done with an unusable git_dir: {git_dir!r}")
             self.log.write("<<", f"setup_done: {git_dir}")
             return git_dir
@@ -373,21 +367,17 @@ class RemoteExecutor:
         that lacks the wrapper's program refuses (MachineUnusable).
         """
         settings = self.ctx.plan.flags.to_dict()
-        cmd: dict[str, Any] = {"cmd": "configure", "settings": settings,
-                               "toolchains": self.status.toolchains}
         wrapper = self.settings.toolchain_wrapper or ""
-        if "wrapper" in self.features:
-            cmd["wrapper"] = wrapper
-        elif wrapper:
+        if "wrapper" not in self.features and wrapper:
             self.ctx.log(f"  {self.name}: its worker cannot take the toolchain wrapper "
                          f"{wrapper!r}; it builds with its own settings' wrapper")
-        reply = session.request(cmd, "configure_done", SETUP_SECONDS)
-        served = reply.get("archs")
-        if isinstance(served, list) and all(isinstance(a, str) for a in served):
-            archs = set(served)  # the worker's own answer: its toolchains and aliases
-        else:
-            tcs = reply.get("toolchains")
-            found = tcs if isinstance(tcs, dict) else self.status.toolchains
+        cmd = Configure(settings, self.status.toolchains,
+                        wrapper=wrapper if "wrapper" in self.features else None)
+        reply = session.request(cmd, ConfigureDone, SETUP_SECONDS)
+        if reply.archs is not None:
+            archs = set(reply.archs)  # the worker's own answer: its toolchains and aliases
+        else:  # (a seed-protocol worker: judge from its toolchains)
+            found = reply.toolchains if reply.toolchains is not None else self.status.toolchains
             aliases = merged_aliases(self.settings.toolchain_alias)
             archs = Toolchains.from_map(found, aliases=aliases).archs()
         self.log.write("<<", f"configure_done: {sorted(archs)}")
@@ -399,13 +389,10 @@ class RemoteExecutor:
         That is ``max_boards``, or fewer when the worker got fewer threads
         (other runs use the rest of the machine). MachineBusy if it got none.
         """
-        started = session.request({"cmd": "build_prepare", "commits": self.commit_hashes,
-                                   "max_boards": max_boards}, "build_started",
-                                  PREPARE_SECONDS)
+        started = session.request(BuildPrepare(list(self.commit_hashes), max_boards),
+                                  BuildStarted, PREPARE_SECONDS)
         session.wait_for("build_prepare_done", PREPARE_SECONDS, accept=("worktree_created",))
-        threads = started.get("num_threads")
-        slots = min(max_boards, threads) if isinstance(threads, int) and threads > 0 else (
-            max_boards)
+        slots = min(max_boards, started.num_threads)
         self.log.write("<<", f"build_prepare_done: {slots} slots")
         return max(1, slots)
 
@@ -426,14 +413,6 @@ class RemoteExecutor:
             if self.ctx.stop.wait(BUSY_RETRY) or self._aborted or self.ctx.pool.all_done():
                 return None
 
-    def _take(self, may_wait: bool) -> BuildJob | None:
-        pool = self.ctx.pool
-        return pool.take(self.name) if may_wait else pool.try_take(self.name)
-
-    def _accept(self, result: BuildResult) -> bool:
-        self.log.write("<<", f"result {result.target} {result.sequence} rc={result.return_code}")
-        return bool(self.ctx.sink.accept(self.name, result))
-
     def _quit(self, graceful: bool) -> None:
         with self._quit_lock:
             if self._quitted or self.channel is None:
@@ -441,7 +420,7 @@ class RemoteExecutor:
             self._quitted = True
         channel = self.channel
         try:
-            channel.send({"cmd": "quit"})
+            channel.send(Quit().to_wire())
             if graceful:
                 RemoteSession(self.name, channel).wait_for("quit_ack", QUIT_SECONDS,
                                                            accept=("build_result",
@@ -457,8 +436,8 @@ class RemoteExecutor:
         """What only this executor knows, for its line in the run's closing block:
         bytes each way (every worker it started), lost workers, the last failure."""
         parts = [f"sent {_size(self.bytes_sent)}", f"received {_size(self.bytes_received)}"]
-        if self.failures:
-            parts.append(f"workers lost {self.failures}")
+        if self.workers_lost:
+            parts.append(f"workers lost {self.workers_lost}")
         if self.failure:
             parts.append(f"failed: {self.failure}")
         return ", ".join(parts)

@@ -18,17 +18,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from buildfleet.build.failure import infra_line
 from buildfleet.errors import InfraError
-from buildfleet.fleet.protocol import FEATURES, ProtocolError, seed_result
+from buildfleet.fleet.dispatch.pool import JobPool
+from buildfleet.fleet.dispatch.sink import ResultSink
+from buildfleet.fleet.messages import (
+    BuildBoard,
+    BuildDone,
+    BuildDoneReply,
+    CancelBoard,
+    Command,
+    ErrorReply,
+)
+from buildfleet.fleet.protocol import FEATURES, ProtocolError, R, reply_from_wire, seed_result
 from buildfleet.fleet.remote.channel import Channel, ChannelError, ChannelTimeout
-from buildfleet.model import BuildJob, BuildResult
+from buildfleet.fleet.runlog import RunLog
+from buildfleet.model import BuildResult
 from buildfleet.results.writer import UnsafeResult
 
 FULL_FEATURES = frozenset(FEATURES)
 LIVENESS_SECONDS = 30.0
 LIVENESS_ENV = "BUILDFLEET_LIVENESS_SECONDS"
 PREPARE_SECONDS = 300.0
-DONE_SECONDS = 60.0
+DONE_SECONDS = 120.0
 QUIT_SECONDS = 10.0
 
 
@@ -48,13 +60,15 @@ class MachineUnusable(InfraError):
 
 def refusal(msg: dict[str, Any]) -> Exception:
     """The exception for an ``error`` reply, by its ``reason``."""
-    text = str(msg.get("msg", ""))
-    reason = msg.get("reason")
-    if reason in ("busy", "in_use"):
-        return MachineBusy(text)
-    if reason == "unusable":
-        return MachineUnusable(text)
-    return WorkerLost(f"worker error: {text}")
+    try:
+        error = reply_from_wire(msg, ErrorReply)
+    except ProtocolError as exc:
+        return WorkerLost(str(exc))
+    if error.reason in ("busy", "in_use"):
+        return MachineBusy(error.msg)
+    if error.reason == "unusable":
+        return MachineUnusable(error.msg)
+    return WorkerLost(f"worker error: {error.msg}")
 
 
 def liveness_seconds(environ: dict[str, str] | None = None) -> float:
@@ -87,11 +101,23 @@ class RemoteSession:
         self.channel = channel
         self.liveness = liveness if liveness is not None else liveness_seconds()
 
-    def request(self, cmd: dict[str, Any], want: str, timeout: float,
-                accept: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Send ``cmd`` and wait for the ``want`` reply, skipping ``accept`` ones."""
-        self.channel.send(cmd)
-        return self.wait_for(want, timeout, accept)
+    def send(self, cmd: Command) -> None:
+        self.channel.send(cmd.to_wire())
+
+    def request(self, cmd: Command, want: type[R], timeout: float,
+                accept: tuple[str, ...] = ()) -> R:
+        """Send ``cmd`` and wait for the ``want`` reply, skipping ``accept`` ones.
+
+        WorkerLost if none comes within ``timeout`` s, any other reply comes
+        instead, or the reply's fields are not ``want``'s; an ``error`` reply
+        raises what ``refusal`` makes of it (MachineBusy, MachineUnusable).
+        """
+        self.send(cmd)
+        msg = self.wait_for(want.NAME, timeout, accept)
+        try:
+            return reply_from_wire(msg, want)
+        except ProtocolError as exc:
+            raise WorkerLost(str(exc)) from None
 
     def receive(self, timeout: float) -> dict[str, Any]:
         """The next message, within ``timeout`` and the liveness bound; WorkerLost if none."""
@@ -127,34 +153,41 @@ class RemoteSession:
 
 
 class RemoteDispatcher:
-    """Feeds one prepared worker from the pool and collects its results."""
+    """Feeds one prepared worker boards from the pool and hands its results to the sink.
 
-    def __init__(self, name: str, session: RemoteSession, max_boards: int,
-                 sequences: list[int], take: Callable[[bool], BuildJob | None],
-                 accept: Callable[[BuildResult], bool], finished: Callable[[str], None],
-                 stop: threading.Event, log: Callable[[str], None],
-                 lost: Callable[[str, str], None] | None = None,
-                 late: Callable[[BuildResult], None] | None = None,
+    ``sequences[i]`` is the commit sequence of the worker's prepared commit
+    ``i``; at most ``max_boards`` boards are in flight. A board the worker
+    gives up for an infrastructure reason (``infra_error``) goes back to the
+    pool and counts against the machine's health there; it is never written.
+    A result of a cancelled copy (a lost hedge) is only compared with the
+    written one (the sink's reproducibility check). ``log`` takes lines for
+    the user, ``runlog`` (optional) the machine's own log. ``take_timeout``
+    bounds one wait for a board in seconds (None: until the pool has none
+    for us). ``features``: what the worker announced in ``ready``; a
+    seed-protocol worker (none) builds every prepared commit of a board
+    whatever ``commits`` asked, so its results for commits nobody asked for
+    are dropped, not a fault.
+
+    Raises WorkerLost (from ``run``/``build_done``) once the worker can no
+    longer be trusted; the caller gives the machine up.
+    """
+
+    def __init__(self, name: str, session: RemoteSession, pool: JobPool, sink: ResultSink,
+                 sequences: list[int], max_boards: int, stop: threading.Event,
+                 log: Callable[[str], None], runlog: RunLog | None = None,
+                 take_timeout: float | None = None,
                  features: frozenset[str] = FULL_FEATURES) -> None:
-        """``lost(target, reason)``: the worker gave ``target`` up for an infrastructure
-        reason (``infra_error``); the board goes back to the pool, nothing is written.
-        ``late(result)``: a result of a cancelled (lost hedge) copy; never written, but
-        the sink can still compare it with the winner's (reproducibility check).
-        ``features``: what the worker announced in ``ready``; a seed-protocol worker
-        (none) builds every prepared commit of a board whatever ``commits`` asked,
-        so its results for commits nobody asked for are dropped, not a fault."""
         self.name = name
         self.session = session
+        self.pool = pool
+        self.sink = sink
         self.max_boards = max(1, max_boards)
         self.index_of = {seq: i for i, seq in enumerate(sequences)}
         self.sequences = sequences
-        self.take = take
-        self.accept = accept
-        self.finished = finished
         self.stop = stop
         self.log = log
-        self.lost = lost
-        self.late = late
+        self.runlog = runlog
+        self.take_timeout = take_timeout
         self.in_flight: dict[str, set[int]] = {}
         self.features = features
         self._given: set[str] = set()
@@ -169,7 +202,7 @@ class RemoteDispatcher:
         with self._cancel_lock:
             self._cancelled.add(target)
         try:
-            self.session.channel.send({"cmd": "cancel_board", "board": target})
+            self.session.send(CancelBoard(target))
         except ChannelError:
             pass
 
@@ -190,19 +223,15 @@ class RemoteDispatcher:
     def _refill(self) -> None:
         self._drop_cancelled()
         while len(self.in_flight) < self.max_boards and not self.stop.is_set():
-            job = self.take(not self.in_flight)
+            if self.in_flight:
+                job = self.pool.try_take(self.name)
+            else:
+                job = self.pool.take(self.name, timeout=self.take_timeout)
             if job is None:
                 return
             board = job.board
             indices = [self.index_of[c.sequence] for c in job.commits]
-            self.session.channel.send({
-                "cmd": "build_board", "board": board.target, "arch": board.arch,
-                "cpu": board.cpu, "soc": board.soc, "vendor": board.vendor,
-                "board_name": board.board_name, "config_name": board.config_name,
-                "commits": indices,
-                **({"base_target": board.base_target, "fragments": list(board.fragments)}
-                   if board.base_target else {}),
-            })
+            self.session.send(BuildBoard.of(board, indices))
             self.in_flight[board.target] = {c.sequence for c in job.commits}
             self._given.add(board.target)
             if self._busy_since is None:
@@ -229,8 +258,8 @@ class RemoteDispatcher:
         with self._cancel_lock:
             cancelled = result.target in self._cancelled
         if cancelled:
-            if self.late is not None and not result.infra_error:
-                self.late(result)
+            if not result.infra_error:
+                self.sink.check(result)
             return  # a copy that lost the race: its results no longer count
         if result.target in self._dropped:
             return  # given up after an infrastructure failure: the rest is moot
@@ -243,8 +272,11 @@ class RemoteDispatcher:
         if result.infra_error:
             self._drop(result.target, result.infra_error)
             return
+        if self.runlog is not None:
+            self.runlog.write("<<", f"result {result.target} {result.sequence} "
+                                    f"rc={result.return_code}")
         try:
-            self.accept(result)
+            self.sink.accept(self.name, result)
         except UnsafeResult as exc:
             raise WorkerLost(str(exc)) from None
         waiting.discard(result.sequence)
@@ -252,7 +284,7 @@ class RemoteDispatcher:
         if not waiting:
             del self.in_flight[result.target]
             self.stats.boards += 1
-            self.finished(result.target)
+            self.pool.finished(self.name, result.target)
             if not self.in_flight and self._busy_since is not None:
                 self.stats.busy += time.monotonic() - self._busy_since
                 self._busy_since = None
@@ -261,33 +293,42 @@ class RemoteDispatcher:
         """An infrastructure failure (disk full, git, ...): not a build result.
 
         The board leaves this worker (which is asked to stop it) and goes back
-        to the pool through ``lost``; it is never written from here.
+        to the pool; it is never written. One failure of the machine: the one
+        that quarantines it ends this worker (WorkerLost).
         """
         self.in_flight.pop(target, None)
         self._dropped.add(target)
         try:
-            self.session.channel.send({"cmd": "cancel_board", "board": target})
+            self.session.send(CancelBoard(target))
         except ChannelError:
             pass
-        if self.lost is not None:
-            self.lost(target, reason)
+        if self.runlog is not None:
+            self.runlog.write("!!", f"infrastructure failure on {target}: {reason}")
+        self.log(infra_line(self.name, target, reason))
+        self.pool.failed(self.name, target, f"{self.name}: {reason.strip()}")
+        if self.pool.machine_failed(self.name):
+            raise WorkerLost(f"{self.pool.failures(self.name)} failures, last: "
+                             f"{reason.strip()}")
 
-    def build_done(self, timeout: float) -> dict[str, Any]:
+    def build_done(self, timeout: float) -> BuildDoneReply:
         """Send ``build_done`` and wait for its reply.
 
         Results of cancelled (lost hedge) or dropped copies may still be in
-        the pipe: they are handled as during the build (``late`` compares the
+        the pipe: they are handled as during the build (the sink compares the
         former), not taken for protocol errors.
         """
-        self.session.channel.send({"cmd": "build_done"})
+        self.session.send(BuildDone())
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerLost(f"no 'build_done' within {timeout:g} s")
             msg = self.session.receive(left)
-            if msg.get("resp") == "build_done":
-                return msg
+            if msg.get("resp") == BuildDoneReply.NAME:
+                try:
+                    return reply_from_wire(msg, BuildDoneReply)
+                except ProtocolError as exc:
+                    raise WorkerLost(str(exc)) from None
             self._handle(msg)
 
     def close_busy(self) -> None:

@@ -18,16 +18,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from buildfleet import gitutil
 from buildfleet.fleet import status as phase
+from buildfleet.fleet.context import RunContext
 from buildfleet.fleet.machines.probe import probe_machines
 from buildfleet.fleet.machines.selection import MachinesError, select_machines
 from buildfleet.fleet.machines.ssh import SshSession
 from buildfleet.fleet.remote.boss import RemoteExecutor, report_phase
 from buildfleet.fleet.remote.session import QUIT_SECONDS
-from buildfleet.plan import PlanError
+from buildfleet.plan import PlanError, RunPlan
 from buildfleet.settings import Settings
 
 
@@ -47,7 +47,7 @@ def boss_key(src_dir: Path) -> str:
     return "b-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
-def _push_tip(plan: Any) -> tuple[str, list[str]]:
+def _push_tip(plan: RunPlan) -> tuple[str, list[str]]:
     """What to push and the hashes workers build: the branch tip, or a snapshot."""
     if plan.branch is None:
         snap = gitutil.snapshot_working_tree(plan.src_dir)
@@ -57,13 +57,16 @@ def _push_tip(plan: Any) -> tuple[str, list[str]]:
     branch_tip = gitutil.git(["rev-parse", "--verify",
                               f"{plan.branch.split('..')[-1]}^{{commit}}"],
                              cwd=plan.src_dir, check=False).strip()
-    return branch_tip or tip, [c.hash for c in plan.commits]
+    hashes = [c.hash for c in plan.commits if c.hash is not None]
+    if len(hashes) != len(plan.commits):  # (only a current-source build has no hashes)
+        raise PlanError("a commit of the branch has no hash")
+    return branch_tip or tip, hashes
 
 
-def remote_starter(settings: Settings) -> Callable[[Any], list[RemoteExecutor]]:
+def remote_starter(settings: Settings) -> Callable[[RunContext], list[RemoteExecutor]]:
     """The runner's hook: probe and start every available machine."""
 
-    def start(ctx: Any) -> list[RemoteExecutor]:
+    def start(ctx: RunContext) -> list[RemoteExecutor]:
         args: argparse.Namespace = ctx.args
         try:
             machines = select_machines(settings, args.use_machines)
@@ -87,7 +90,7 @@ def remote_starter(settings: Settings) -> Callable[[Any], list[RemoteExecutor]]:
                 t.join(max(0.0, deadline - time.monotonic()))
             for ex in executors:
                 ex.join(max(0.0, deadline - time.monotonic()))
-            if ctx.stop.is_set() or all(not ex._thread.is_alive() for ex in executors):
+            if ctx.stop.is_set() or all(ex.join(0) for ex in executors):
                 session.close()
 
         ctx.closers.append(close_all)
@@ -107,7 +110,7 @@ def remote_starter(settings: Settings) -> Callable[[Any], list[RemoteExecutor]]:
                     f"{s.name}: {s.reason}" for s in statuses))
             ctx.log("No machines available: building everything locally")
             return []
-        manifest = getattr(ctx, "manifest", None)
+        manifest = ctx.manifest
         if manifest is not None:
             for status in available:
                 manifest.add_machine(status.name, status.toolchains, status.config.host,
@@ -120,7 +123,7 @@ def remote_starter(settings: Settings) -> Callable[[Any], list[RemoteExecutor]]:
                       for s in available]
         ctx.log(f"Starting workers on {len(executors)} machines: "
                 + ", ".join(e.name for e in executors))
-        ctx.remote_executors = executors
+        ctx.remote_executors = list(executors)
         return executors
 
     return start

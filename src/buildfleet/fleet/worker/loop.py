@@ -38,13 +38,32 @@ from buildfleet.build.builder import Builder, Slot, find_dtc, prepare_slots
 from buildfleet.build.jobserver import Jobserver
 from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.slot_runner import SlotRunner
+from buildfleet.fleet.messages import (
+    BoardCancelled,
+    BuildBoard,
+    BuildDone,
+    BuildDoneReply,
+    BuildPrepare,
+    BuildPrepareDone,
+    BuildStarted,
+    CancelBoard,
+    Command,
+    Configure,
+    ConfigureDone,
+    ErrorReply,
+    Heartbeat,
+    Quit,
+    QuitAck,
+    Setup,
+    SetupDone,
+    WorktreeCreated,
+)
 from buildfleet.fleet.protocol import (
     HEARTBEAT_INTERVAL,
     MAX_COMMAND_LINE,
-    TARGET_INFO_FIELDS,
     ProtocolError,
+    command_from_wire,
     decode_command_line,
-    error_reply,
     read_line,
     ready_reply,
 )
@@ -60,7 +79,7 @@ from buildfleet.fleet.worker.tools import (
     parse_flags,
 )
 from buildfleet.fleet.worker.workdir import WorkDir, WorkDirError, setup_work_dir
-from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult, Commit
+from buildfleet.model import BuildFlags, BuildJob, BuildResult, Commit
 from buildfleet.results.paths import is_safe_name
 
 SHUTDOWN_GRACE = 3.0
@@ -109,7 +128,7 @@ class _InboxFeed:
             run = _Running(job, slot.index)
             w.running[job.board.target] = self._runs[job.board.target] = run
             w.busy += 1
-            w.out.send({"resp": "heartbeat", "board": job.board.target, "thread": slot.index})
+            w.out.send(Heartbeat(job.board.target, slot.index).to_wire())
         w.dlog(f"start {job.board.target}")
         return job
 
@@ -129,8 +148,9 @@ class _InboxFeed:
     def done(self, job: BuildJob) -> None:
         pass
 
-    def lost(self, job: BuildJob, failure: BuildResult) -> None:
-        # The boss gives the board to another executor on this one result.
+    def lost(self, job: BuildJob, failure: BuildResult, machine_fault: bool) -> None:
+        # The boss gives the board to another executor on this one result and
+        # keeps the machine's health (the result's ``infra_error`` says why).
         self.deliver(job, failure)
         with self.w.lock:
             run = self.w.running.get(job.board.target)
@@ -189,11 +209,11 @@ class Worker:
     # -- main loop --------------------------------------------------------------
     def serve(self) -> int:
         """Dispatch commands until quit, end of input or a broken stdout."""
-        handlers: dict[str, Callable[[dict[str, Any]], bool]] = {
-            "setup": self.cmd_setup, "configure": self.cmd_configure,
-            "build_prepare": self.cmd_build_prepare, "build_board": self.cmd_build_board,
-            "build_done": self.cmd_build_done, "cancel_board": self.cmd_cancel_board,
-            "quit": self.cmd_quit,
+        handlers: dict[type[Command], Callable[[Any], bool]] = {
+            Setup: self.cmd_setup, Configure: self.cmd_configure,
+            BuildPrepare: self.cmd_build_prepare, BuildBoard: self.cmd_build_board,
+            BuildDone: self.cmd_build_done, CancelBoard: self.cmd_cancel_board,
+            Quit: self.cmd_quit,
         }
         while True:
             item = self.inbox.get()
@@ -206,15 +226,15 @@ class Worker:
             try:
                 if isinstance(item, ProtocolError):
                     raise item
-                msg = decode_command_line(item)
-                if not handlers[msg["cmd"]](msg):
+                cmd = command_from_wire(decode_command_line(item))
+                if not handlers[type(cmd)](cmd):
                     return 0
             except (ProtocolError, CommandError, WorkDirError, ThreadsError) as exc:
                 self.dlog(f"error: {exc}")
-                self.out.send(error_reply(str(exc), getattr(exc, "reason", "")))
+                self.out.send(ErrorReply(str(exc), getattr(exc, "reason", "") or None).to_wire())
             except Exception as exc:  # noqa: BLE001 - a bad command must not kill us
                 self.log(f"W: internal error: {exc}\n{traceback.format_exc()}")
-                self.out.send(error_reply(f"internal error: {exc}"))
+                self.out.send(ErrorReply(f"internal error: {exc}").to_wire())
 
     def read_stdin(self, stream: IO[bytes]) -> None:
         """Reader thread: raw command lines (or errors) into the inbox; None at EOF."""
@@ -235,8 +255,8 @@ class Worker:
             self.inbox.put(None)
 
     # -- commands (each returns False to stop serving) --------------------------
-    def cmd_setup(self, msg: dict[str, Any]) -> bool:
-        wanted = msg["work_dir"]
+    def cmd_setup(self, msg: Setup) -> bool:
+        wanted = msg.work_dir
         with self.lock:
             if self.pending or self.busy:
                 raise CommandError("cannot change the work directory while building")
@@ -249,23 +269,21 @@ class Worker:
                 self.work.release()
             self.work = new
             self._start_slots([])
-        shared = msg.get("shared_dir")
+        shared = msg.shared_dir
         self.shared_dir = Path(os.path.expanduser(shared)).absolute() if shared else None
         self.dlog(f"setup: {self.work.path}")
         # pid: so a boss that gives this worker up can stop it and its makes.
-        self.out.send({"resp": "setup_done", "work_dir": str(self.work.path),
-                       "git_dir": str(self.work.git_dir), "pid": os.getpid()})
+        self.out.send(SetupDone(str(self.work.path), str(self.work.git_dir),
+                                os.getpid()).to_wire())
         return True
 
-    def cmd_configure(self, msg: dict[str, Any]) -> bool:
+    def cmd_configure(self, msg: Configure) -> bool:
         with self.lock:
             if self.pending or self.busy:
                 raise CommandError("cannot configure while boards are building")
-        wrapper = msg.get("wrapper")
-        self._configure(parse_flags(msg["settings"]), msg.get("toolchains") or {},
-                        None if wrapper is None else check_wrapper(wrapper))
-        self.out.send({"resp": "configure_done", "toolchains": self.toolchain_map,
-                       "archs": sorted(self._archs)})
+        self._configure(parse_flags(msg.settings), msg.toolchains or {},
+                        None if msg.wrapper is None else check_wrapper(msg.wrapper))
+        self.out.send(ConfigureDone(self.toolchain_map, sorted(self._archs)).to_wire())
         return True
 
     def _configure(self, flags: BuildFlags, hint: dict[str, str],
@@ -292,18 +310,18 @@ class Worker:
         self._archs = tcs.archs()
         self.dlog(f"configure: {len(self.toolchain_map)} toolchains, {flags.to_dict()}")
 
-    def cmd_build_prepare(self, msg: dict[str, Any]) -> bool:
+    def cmd_build_prepare(self, msg: BuildPrepare) -> bool:
         if self.work is None:
             raise CommandError("no work directory set up (send setup first)")
         with self.lock:
             if self.pending or self.busy:
                 raise CommandError("cannot prepare a new build while boards are building")
-        hashes: list[str] = check_commits(self.work.git_dir, msg["commits"])
+        hashes: list[str] = check_commits(self.work.git_dir, msg.commits)
         ensure_head(self.work.git_dir, hashes[0])
         if self.builder is None:
             self._configure(BuildFlags(), {})
         self.commits = [Commit(i, h) for i, h in enumerate(hashes)]
-        self.max_boards = msg.get("max_boards") or self.nthreads
+        self.max_boards = msg.max_boards or self.nthreads
         # The machine's free threads (shared with this login's other workers when the
         # boss named a shared_dir); a "busy" error if there are none.
         self.claim.release()
@@ -312,15 +330,15 @@ class Worker:
         count = min(self.claim.count, self.max_boards)
         self.dlog(f"build_prepare: {len(hashes)} commits threads={count} "
                   f"max_boards={self.max_boards}")
-        self.out.send({"resp": "build_started", "num_threads": count})
+        self.out.send(BuildStarted(count).to_wire())
         slots: list[Slot] = []
         for i in range(count):
             # One at a time, so each worktree_created keeps the boss's timeout alive.
             slots = prepare_slots(self.work.git_dir, self.work.path, self.work.slots_root,
                                   i + 1)
-            self.out.send({"resp": "worktree_created", "thread": i})
+            self.out.send(WorktreeCreated(i).to_wire())
         self._start_slots(slots)
-        self.out.send({"resp": "build_prepare_done"})
+        self.out.send(BuildPrepareDone().to_wire())
         return True
 
     def _start_slots(self, slots: list[Slot]) -> None:
@@ -344,13 +362,13 @@ class Worker:
             runner.start()
             self.runners.append(runner)
 
-    def cmd_build_board(self, msg: dict[str, Any]) -> bool:
-        target: str = msg["board"]
+    def cmd_build_board(self, msg: BuildBoard) -> bool:
+        target = msg.board
         if not is_safe_name(target):
             raise CommandError(f"bad board name {target!r}")
         if not self.slots or self.builder is None:
             raise CommandError("no builder (send build_prepare first)")
-        indices = msg.get("commits")
+        indices = msg.commits
         if indices is None:
             commits = tuple(self.commits)
         else:
@@ -359,14 +377,10 @@ class Worker:
                 raise CommandError(f"board {target}: commit indices must be 0.."
                                    f"{len(self.commits) - 1}, got {indices}")
             commits = tuple(self.commits[i] for i in sorted(set(indices)))
-        base_target = msg.get("base_target", "")
-        fragments = msg.get("fragments", [])
-        if base_target and not is_safe_name(base_target) or not all(
-                is_safe_name(f) for f in fragments):
+        board = msg.to_board()
+        if board.base_target and not is_safe_name(board.base_target) or not all(
+                is_safe_name(f) for f in board.fragments):
             raise CommandError(f"board {target}: bad base_target or fragments")
-        board = Board(target=target, arch=msg["arch"],
-                      **{k: msg[k] for k in TARGET_INFO_FIELDS if k in msg},
-                      base_target=base_target, fragments=tuple(fragments))
         with self.lock:
             if target in self.running or any(j.board.target == target for j in self.pending):
                 raise CommandError(f"board {target} is already queued or building")
@@ -374,7 +388,7 @@ class Worker:
             self.lock.notify_all()
         return True
 
-    def cmd_build_done(self, msg: dict[str, Any]) -> bool:
+    def cmd_build_done(self, msg: BuildDone) -> bool:
         threading.Thread(target=self._finish_build, daemon=True, name="build-done").start()
         return True
 
@@ -385,10 +399,10 @@ class Worker:
             if self.closing:
                 return
             count = self.runner.exceptions if self.runner is not None else 0
-        self.out.send({"resp": "build_done", "exceptions": count})
+        self.out.send(BuildDoneReply(count).to_wire())
 
-    def cmd_cancel_board(self, msg: dict[str, Any]) -> bool:
-        target = msg["board"]
+    def cmd_cancel_board(self, msg: CancelBoard) -> bool:
+        target = msg.board
         state = "unknown"
         with self.lock:
             for job in list(self.pending):
@@ -401,13 +415,13 @@ class Worker:
                 state = "building"
             self.lock.notify_all()
             # Sent under the lock: no result for this board can follow it.
-            self.out.send({"resp": "board_cancelled", "board": target, "state": state})
+            self.out.send(BoardCancelled(target, state).to_wire())
         self.dlog(f"cancel {target} ({state})")
         return True
 
-    def cmd_quit(self, msg: dict[str, Any]) -> bool:
+    def cmd_quit(self, msg: Quit) -> bool:
         self.stop_all()
-        self.out.send({"resp": "quit_ack"})
+        self.out.send(QuitAck().to_wire())
         return False
 
     # -- slots ------------------------------------------------------------------
@@ -424,7 +438,7 @@ class Worker:
                 for target, run in self.running.items():
                     if now - run.last_beat >= HEARTBEAT_INTERVAL:
                         run.last_beat = now
-                        self.out.send({"resp": "heartbeat", "board": target, "thread": run.thread})
+                        self.out.send(Heartbeat(target, run.thread).to_wire())
 
     # -- shutdown ---------------------------------------------------------------
     def stop_all(self) -> None:
@@ -480,7 +494,7 @@ def run_worker(args: argparse.Namespace) -> int:
             try:
                 worker.work = setup_work_dir(work_dir)
             except WorkDirError as exc:
-                out.send(error_reply(str(exc)))
+                out.send(ErrorReply(str(exc)).to_wire())
                 log(f"W: {exc}")
                 return 1
         out.send(ready_reply(worker.nthreads, worker.nthreads))
