@@ -209,3 +209,29 @@ def test_demo_from_an_empty_directory(tmp_path: Path, settings: Path) -> None:
     for rev in revs:
         assert f"{rev.seq + 1:02d}: {rev.subject}" in run.stdout, run
     assert re.search(r"^ +riscv64: +\+ +initech_rv2$", run.stdout, re.M), run
+
+
+def test_every_options_class_is_filled_from_the_parser() -> None:
+    """Each typed option object takes its fields from flags of the same name: a renamed
+    flag fails here, not as a feature silently turned off."""
+    import dataclasses
+
+    from buildfleet import options as opts_mod
+    from buildfleet.cmdline import options, parse_args
+    from buildfleet.results.summary import SummaryOptions
+
+    args = parse_args(["-b", "x", "-T", "3", "--use-machines", "m1", "--report", "r.json", "-e",
+                       "--shard", "2/3", "--build-timeout", "90"])
+    classes = [c for c in vars(opts_mod).values()
+               if isinstance(c, type) and dataclasses.is_dataclass(c)] + [SummaryOptions]
+    assert len(classes) >= 6
+    for cls in classes:
+        filled = options(args, cls)
+        for f in dataclasses.fields(cls):
+            assert getattr(filled, f.name) == getattr(args, f.name), (cls.__name__, f.name)
+    plan = options(args, opts_mod.PlanOptions)
+    assert (plan.threads, plan.shard, plan.build_timeout) == (3, "2/3", 90.0)
+    assert options(args, opts_mod.RunOptions).use_machines == "m1"
+    assert options(args, SummaryOptions).show_errors
+    with pytest.raises(AttributeError):
+        options(args, dataclasses.make_dataclass("Renamed", [("no_such_flag", bool)]))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from buildfleet.cmdline import parse_args
+from buildfleet.cmdline import options, parse_args
 from buildfleet.fleet.machines.probe import MachineStatus, judge, probe_script
 from buildfleet.fleet.machines.report import (
     ToolchainCheck,
@@ -28,6 +28,7 @@ from buildfleet.fleet.machines.report import (
 )
 from buildfleet.fleet.machines.selection import MachinesError, select_machines
 from buildfleet.fleet.machines.ssh import SshResult
+from buildfleet.options import MachineOptions
 from buildfleet.settings import MachineConfig, Settings, load_settings, parse_settings
 from ci_skip import require
 from sshd_harness import SshdHarness
@@ -200,7 +201,7 @@ def _mach(h: SshdHarness, *extra: str, local: set[str] = LOCAL_ARCHS) -> tuple[i
     settings = load_settings(h.settings_file)
     args = parse_args(["--mach", "-G", str(h.settings_file), *extra])
     out, err = io.StringIO(), io.StringIO()
-    rc = run_mach(args, settings, local, out=out, err=err)
+    rc = run_mach(options(args, MachineOptions), settings, local, out=out, err=err)
     return rc, out.getvalue(), err.getvalue()
 
 
@@ -291,7 +292,7 @@ def test_kill_workers_stops_only_this_users_workers(sshd_harness: SshdHarness) -
         settings = load_settings(h.settings_file)
         out, err = io.StringIO(), io.StringIO()
         args = parse_args(["--kill-workers", "--use-machines", "Alpha,Offline"])
-        assert run_kill_workers(args, settings, out=out, err=err) == 0
+        assert run_kill_workers(options(args, MachineOptions), settings, out=out, err=err) == 0
         lines = out.getvalue().splitlines()
         assert lines[0] == "  Alpha: killed 1"
         assert lines[1].startswith("  Offline: FAILED: SSH to bf-gone: ")

@@ -11,7 +11,8 @@ import jsonschema
 import pytest
 
 import world_report
-from buildfleet.cmdline import parse_args
+from buildfleet.cmdline import options, parse_args
+from buildfleet.options import ReportOptions
 from buildfleet.results.report_html import render_html
 from buildfleet.results.report_json import ReportError, load_schema
 from buildfleet.results.reports import write_reports
@@ -32,7 +33,7 @@ def reports(tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("reports")
     args = parse_args(["-s", "-b", "demo", "--report", str(out / "r.json"),
                        "--junit", str(out / "junit.xml"), "--html", str(out / "html")])
-    write_reports(args, tree, COMMITS, ALL_BOARDS)
+    write_reports(options(args, ReportOptions), tree, COMMITS, ALL_BOARDS)
     return out
 
 
@@ -191,4 +192,4 @@ def test_report_error_is_one_line(tree: Path, tmp_path: Path) -> None:
     blocker.write_text("x")
     args = parse_args(["-s", "--report", str(blocker / "r.json")])
     with pytest.raises(ReportError, match=r"^cannot write report .*r\.json: "):
-        write_reports(args, tree, COMMITS, ALL_BOARDS)
+        write_reports(options(args, ReportOptions), tree, COMMITS, ALL_BOARDS)

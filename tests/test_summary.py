@@ -6,14 +6,14 @@ code run on the same tree: the text must be identical.
 
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 
 import pytest
 
-from buildfleet.cmdline import parse_args
+from buildfleet.cmdline import options, parse_args
 from buildfleet.model import Board, Commit
+from buildfleet.options import threads_and_jobs
 from buildfleet.results.paths import build_dir
 from buildfleet.results.reader import read_result
 from buildfleet.results.summary import (
@@ -35,7 +35,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def summary(base: Path, argv: list[str], boards: list[Board] | None = None,
             commits: list[Commit] | None = None, color: bool = False) -> list[str]:
-    opts = SummaryOptions.from_args(parse_args(["-s", *argv]))
+    opts = options(parse_args(["-s", *argv]), SummaryOptions)
     out = io.StringIO()
     show_summary(base, COMMITS if commits is None else commits, boards or BOARDS, opts, out,
                  color, io.StringIO())
@@ -173,7 +173,7 @@ def test_colour_only_when_asked(tree: Path) -> None:
 
 
 def test_ide_mode(tree: Path) -> None:
-    opts = SummaryOptions.from_args(parse_args(["-s", "-I"]))
+    opts = options(parse_args(["-s", "-I"]), SummaryOptions)
     out, err = io.StringIO(), io.StringIO()
     show_summary(tree, COMMITS, BOARDS, opts, out, False, err)
     assert out.getvalue().splitlines() == ["01: Initial commit", "02: Add warning to foo",
@@ -184,7 +184,9 @@ def test_ide_mode(tree: Path) -> None:
 def test_run_summary_header(tree: Path) -> None:
     args = parse_args(["-s", "-T", "2", "-j", "3"])
     out = io.StringIO()
-    assert run_summary(args, tree, COMMITS, BOARDS, out) == 0
+    threads, jobs = threads_and_jobs(args.threads, args.jobs, len(BOARDS), cpus=8)
+    assert run_summary(options(args, SummaryOptions), tree, COMMITS, BOARDS, threads, jobs,
+                       out=out) == 0
     lines = out.getvalue().splitlines()
     assert lines[0] == "Summary of 3 commits for 3 boards (2 threads, 3 jobs per thread)"
     assert "\033" not in out.getvalue()  # a StringIO is not a terminal
@@ -194,9 +196,18 @@ def test_run_summary_header(tree: Path) -> None:
         "Summary of 2 commits for 3 boards"
 
 
-def test_from_args_bloat_implies_detail() -> None:
-    opts = SummaryOptions.from_args(argparse.Namespace(bloat=True, step=None))
+def test_bloat_implies_detail() -> None:
+    opts = options(parse_args(["-B"]), SummaryOptions)
     assert opts.detail and opts.bloat and opts.step == 1
+
+
+def test_threads_and_jobs_are_buildmans_defaults_computed_once() -> None:
+    """One answer for the plan and the summary header: a slot per CPU, at most one per
+    board, make -j filling the CPUs; -T and -j win."""
+    assert threads_and_jobs(None, None, n_boards=3, cpus=8) == (3, 3)
+    assert threads_and_jobs(None, None, n_boards=100, cpus=8) == (8, 1)
+    assert threads_and_jobs(2, 5, n_boards=100, cpus=8) == (2, 5)
+    assert threads_and_jobs(None, None, n_boards=0, cpus=1) == (1, 1)
 
 
 def test_current_source(tmp_path: Path) -> None:
@@ -212,7 +223,7 @@ def test_current_source(tmp_path: Path) -> None:
 
 
 def test_format_board_result(tree: Path) -> None:
-    opts = SummaryOptions.from_args(parse_args(["-e"]))
+    opts = options(parse_args(["-e"]), SummaryOptions)
     board_b = BOARDS[1]
     res = read_result(build_dir(tree, COMMITS[1], "board_b"))
     text = format_board_result(res, board_b, COMMITS[1], opts, False, remote="m1")

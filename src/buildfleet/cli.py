@@ -18,8 +18,15 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from buildfleet.cmdline import parse_args
+from buildfleet.cmdline import options, parse_args
 from buildfleet.errors import BuildfleetError, UserError
+from buildfleet.options import (
+    MachineOptions,
+    PlanOptions,
+    ReportOptions,
+    RunOptions,
+    WorkerOptions,
+)
 
 if TYPE_CHECKING:
     from buildfleet.plan import RunPlan
@@ -45,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return show_manual()
     if args.worker:
         from buildfleet.fleet.worker.loop import run_worker
-        return run_worker(args)
+        return run_worker(options(args, WorkerOptions))
     try:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _sigterm_to_interrupt)
@@ -115,13 +122,14 @@ def _run(args: argparse.Namespace) -> int:
         return fetch_arch(args.fetch_arch, settings)
     if args.kill_workers:
         from buildfleet.fleet.machines.report import run_kill_workers
-        return run_kill_workers(args, settings)
+        return run_kill_workers(options(args, MachineOptions), settings)
     from buildfleet.toolchains import run_list_toolchains, scan_toolchains
     if args.list_tool_chains:
-        return run_list_toolchains(args, settings)
+        return run_list_toolchains(args.verbose, settings)
     if args.mach:
         from buildfleet.fleet.machines.report import run_mach
-        return run_mach(args, settings, scan_toolchains(settings).archs())
+        return run_mach(options(args, MachineOptions), settings,
+                        scan_toolchains(settings).archs())
     return _run_build_or_summary(args, settings)
 
 
@@ -163,7 +171,7 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
         return _board_checks(args, src_dir, output_dir)
     if args.work_dir is not None:
         raise UsageError("--work-dir is only for --worker")
-    plan = make_plan(args, settings, src_dir, output_dir, more_dirs)
+    plan = make_plan(options(args, PlanOptions), settings, src_dir, output_dir, more_dirs)
     if args.summary:  # reads the tree: needs no compiler
         return _summary_flow(args, plan)
     if args.print_arch:  # from the board database: needs no compiler
@@ -202,9 +210,11 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
     if args.dist:
         from buildfleet.fleet.remote.starter import remote_starter
         start_remote = remote_starter(settings)
+    from buildfleet.results.summary import SummaryOptions
     from buildfleet.runner import run_plan
     try:
-        code = run_plan(plan, args, toolchains, start_remote)
+        code = run_plan(plan, options(args, RunOptions), options(args, SummaryOptions),
+                        toolchains, start_remote)
     finally:
         for release in plan_closers:
             release()
@@ -260,9 +270,10 @@ def _summary_flow(args: argparse.Namespace, plan: RunPlan) -> int:
 
 
 def _summary(args: argparse.Namespace, plan: RunPlan, header: bool = True) -> int:
-    from buildfleet.results.summary import run_summary
+    from buildfleet.results.summary import SummaryOptions, run_summary
 
-    return run_summary(args, plan.bases, plan.all_commits, plan.boards, header=header,
+    return run_summary(options(args, SummaryOptions), plan.bases, plan.all_commits, plan.boards,
+                       plan.threads, plan.jobs, no_local=args.no_local, header=header,
                        src_dir=plan.src_dir)
 
 
@@ -271,7 +282,7 @@ def _reports(args: argparse.Namespace, plan: RunPlan) -> None:
         return
     from buildfleet.results.reports import write_reports
 
-    write_reports(args, plan.bases, plan.commits, plan.boards)
+    write_reports(options(args, ReportOptions), plan.bases, plan.commits, plan.boards)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,15 @@ the manual and the tests can build the parser without running anything.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import TYPE_CHECKING, TypeVar
 
 from buildfleet import __version__
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 EPILOG = "[list of target/arch/cpu/board/vendor/soc to build]"
 
@@ -235,3 +242,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.detail = True
         args.show_sizes = True
     return args
+
+
+def options(args: argparse.Namespace, cls: type[T]) -> T:
+    """The typed options ``cls`` (``buildfleet.options``, ``SummaryOptions``) from ``args``.
+
+    Each field takes the flag of its name; a field without one raises
+    AttributeError here (never a silent default somewhere downstream).
+    """
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

@@ -7,8 +7,6 @@ hands any job to a slot or a worker (workers never see the output tree).
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 import shutil
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from buildfleet import gitutil
 from buildfleet.build.adjust import ADJUST_RECORD, FRAGMENT_RE, AdjustError, parse_adjust_args
 from buildfleet.errors import UserError
 from buildfleet.model import DEFAULT_BUILD_TIMEOUT, Board, BuildFlags, BuildJob, Commit
+from buildfleet.options import PlanOptions, threads_and_jobs
 from buildfleet.results.paths import (
     base_dir,
     branch_dir_name,
@@ -98,14 +97,14 @@ def cpu_count() -> int:
         os.cpu_count() or 1)
 
 
-def resolve_allow_missing(args: argparse.Namespace, settings: Settings, nboards: int) -> bool:
-    if args.no_allow_missing:
+def resolve_allow_missing(opts: PlanOptions, settings: Settings, nboards: int) -> bool:
+    if opts.no_allow_missing:
         return False
-    if args.allow_missing:
+    if opts.allow_missing:
         return True
     policy = settings.allow_missing
     return ("always" in policy or ("multiple" in policy and nboards > 1)
-            or ("branch" in policy and bool(args.branch)))
+            or ("branch" in policy and bool(opts.branch)))
 
 
 def split_list(items: list[str] | str | None) -> tuple[str, ...]:
@@ -117,12 +116,12 @@ def split_list(items: list[str] | str | None) -> tuple[str, ...]:
     return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
 
 
-def build_flags(args: argparse.Namespace, settings: Settings, selected: list[Board]) -> BuildFlags:
+def build_flags(opts: PlanOptions, settings: Settings, selected: list[Board]) -> BuildFlags:
     try:
-        adjustments = tuple(a.text for a in parse_adjust_args(args.adjust_cfg))
+        adjustments = tuple(a.text for a in parse_adjust_args(opts.adjust_cfg))
     except AdjustError as exc:
         raise PlanError(str(exc)) from None
-    fragments = split_list(args.fragments)
+    fragments = split_list(opts.fragments)
     for frag in fragments:
         if not FRAGMENT_RE.match(frag):
             raise PlanError(f"--fragments: {frag!r} is not a fragment name like "
@@ -133,38 +132,38 @@ def build_flags(args: argparse.Namespace, settings: Settings, selected: list[Boa
         if extra:
             make_flags[board.target] = extra
     return BuildFlags(
-        verbose_build=args.verbose_build,
-        allow_missing=resolve_allow_missing(args, settings, len(selected)),
-        no_lto=args.no_lto,
-        reproducible_builds=args.reproducible_builds,
-        warnings_as_errors=args.warnings_as_errors,
-        mrproper=args.mrproper,
-        fallback_mrproper=args.fallback_mrproper,
-        config_only=args.config_only,
-        force_build=args.force_build,
-        force_reconfig=args.force_reconfig,
-        quick=args.quick,
-        keep_outputs=args.keep_outputs,
-        per_board_out_dir=args.per_board_out_dir,
-        in_tree=args.in_tree,
-        full_path=args.full_path,
-        override_toolchain=args.override_toolchain,
-        make_target=args.target,
+        verbose_build=opts.verbose_build,
+        allow_missing=resolve_allow_missing(opts, settings, len(selected)),
+        no_lto=opts.no_lto,
+        reproducible_builds=opts.reproducible_builds,
+        warnings_as_errors=opts.warnings_as_errors,
+        mrproper=opts.mrproper,
+        fallback_mrproper=opts.fallback_mrproper,
+        config_only=opts.config_only,
+        force_build=opts.force_build,
+        force_reconfig=opts.force_reconfig,
+        quick=opts.quick,
+        keep_outputs=opts.keep_outputs,
+        per_board_out_dir=opts.per_board_out_dir,
+        in_tree=opts.in_tree,
+        full_path=opts.full_path,
+        override_toolchain=opts.override_toolchain,
+        make_target=opts.target,
         make_flags=make_flags,
         adjust_cfg=adjustments,
         fragments=fragments,
-        dtc_skip=args.dtc_skip,
-        build_timeout=next(t for t in (getattr(args, "build_timeout", None),
+        dtc_skip=opts.dtc_skip,
+        build_timeout=next(t for t in (opts.build_timeout,
                                        settings.build_timeout, DEFAULT_BUILD_TIMEOUT)
                            if t is not None),
-        jobserver=not args.no_jobserver,
+        jobserver=not opts.no_jobserver,
     )
 
 
-def select(args: argparse.Namespace, all_boards: list[Board]) -> boards_mod.Selection:
-    board_list = [b for item in args.boards for b in item.split(",") if b]
-    exclude = [x for item in args.exclude for x in item.split(",") if x]
-    selection = boards_mod.select_boards(all_boards, list(args.terms), exclude, board_list)
+def select(opts: PlanOptions, all_boards: list[Board]) -> boards_mod.Selection:
+    board_list = [b for item in opts.boards for b in item.split(",") if b]
+    exclude = [x for item in opts.exclude for x in item.split(",") if x]
+    selection = boards_mod.select_boards(all_boards, list(opts.terms), exclude, board_list)
     # A typo in a term must not silently shrink the run: refuse it.
     if selection.unmatched_terms:
         raise PlanError("no board matches term " + ", ".join(
@@ -176,32 +175,32 @@ def select(args: argparse.Namespace, all_boards: list[Board]) -> boards_mod.Sele
     return selection
 
 
-def load_boards(args: argparse.Namespace, src_dir: Path, base: Path) -> list[Board]:
+def load_boards(opts: PlanOptions, src_dir: Path, base: Path) -> list[Board]:
     """boards.cfg's boards, plus (``-X``) the extended boards of configs/*.buildman."""
     cfg = base / "boards.cfg"
-    boards = boards_mod.ensure_boards_cfg(src_dir, cfg, jobs=args.threads or None,
-                                          verbose=args.verbose)
-    if args.extend:
+    boards = boards_mod.ensure_boards_cfg(src_dir, cfg, jobs=opts.threads or None,
+                                          verbose=opts.verbose)
+    if opts.extend:
         from buildfleet.extended import extended_boards
 
-        boards = boards + extended_boards(src_dir, boards, base, jobs=args.threads or None,
+        boards = boards + extended_boards(src_dir, boards, base, jobs=opts.threads or None,
                                           warn=boards_mod._to_stderr)
     return boards
 
 
-def commits_for(args: argparse.Namespace, src_dir: Path) -> tuple[list[Commit], list[Commit]]:
-    if not args.branch:
+def commits_for(opts: PlanOptions, src_dir: Path) -> tuple[list[Commit], list[Commit]]:
+    if not opts.branch:
         current = [Commit(0, None, "current source")]
         return current, current
     try:
-        all_commits = gitutil.branch_commits(src_dir, args.branch, args.count)
+        all_commits = gitutil.branch_commits(src_dir, opts.branch, opts.count)
     except gitutil.GitError as exc:
         raise PlanError(str(exc)) from exc
     if not all_commits:
-        raise PlanError(f"No commits found to process in branch '{args.branch}'")
-    if args.step < 0:
+        raise PlanError(f"No commits found to process in branch '{opts.branch}'")
+    if opts.step < 0:
         raise PlanError("--step must be 0 or more")
-    return all_commits, gitutil.step_commits(all_commits, args.step)
+    return all_commits, gitutil.step_commits(all_commits, opts.step)
 
 
 def remove_old_commit_dirs(base: Path, commits: list[Commit],
@@ -264,46 +263,43 @@ def shard_selection(selection: boards_mod.Selection, src_dir: Path, spec: ShardS
                                 selection.unmatched_terms), split
 
 
-def make_plan(args: argparse.Namespace, settings: Settings, src_dir: Path,
+def make_plan(opts: PlanOptions, settings: Settings, src_dir: Path,
               output_dir: Path, more_dirs: list[Path] | None = None) -> RunPlan:
-    """The run ``args`` ask for; ``more_dirs`` are output directories read with -s."""
-    all_commits, commits = commits_for(args, src_dir)
-    if args.work_in_output:
+    """The run ``opts`` ask for; ``more_dirs`` are output directories read with -s."""
+    all_commits, commits = commits_for(opts, src_dir)
+    if opts.work_in_output:
         # -w: the output directory is the build directory (no 'current' level).
-        base = (output_dir / branch_dir_name(args.branch) if args.branch and not args.no_subdirs
+        base = (output_dir / branch_dir_name(opts.branch) if opts.branch and not opts.no_subdirs
                 else output_dir)
     else:
-        base = base_dir(output_dir, args.branch, args.no_subdirs)
-    home = base if args.branch or args.work_in_output else output_dir
-    all_boards = load_boards(args, src_dir, home)
-    selection = select(args, all_boards)
-    costs_file = Path(args.costs) if getattr(args, "costs", None) else None
-    spec = ShardSpec.parse(args.shard) if getattr(args, "shard", None) else None
+        base = base_dir(output_dir, opts.branch, opts.no_subdirs)
+    home = base if opts.branch or opts.work_in_output else output_dir
+    all_boards = load_boards(opts, src_dir, home)
+    selection = select(opts, all_boards)
+    costs_file = Path(opts.costs) if opts.costs else None
+    spec = ShardSpec.parse(opts.shard) if opts.shard else None
     split = None
     if spec is not None:
         selection, split = shard_selection(selection, src_dir, spec, costs_file)
     nboards = len(selection.boards)
-    if args.work_in_output:
+    if opts.work_in_output:
         if nboards != 1:
             raise PlanError("-w can only be used with a single board")
         if len(commits) != 1:
             raise PlanError("-w can only be used with a single commit")
-    cpus = cpu_count()
-    threads = args.threads if args.threads is not None else min(cpus, nboards)
-    threads = max(1, threads)
-    jobs = args.jobs if args.jobs is not None else max(1, math.ceil(cpus / nboards))
-    flags = build_flags(args, settings, selection.boards)
-    git_dir = None if args.branch is None else gitutil.git_dir(src_dir)
-    plan = RunPlan(src_dir, git_dir, args.branch, all_commits, commits, selection, base,
-                   threads, jobs, args.jobs is not None, flags,
-                   work_in_output=args.work_in_output, home=home, shard=spec, split=split,
+    threads, jobs = threads_and_jobs(opts.threads, opts.jobs, nboards, cpu_count())
+    flags = build_flags(opts, settings, selection.boards)
+    git_dir = None if opts.branch is None else gitutil.git_dir(src_dir)
+    plan = RunPlan(src_dir, git_dir, opts.branch, all_commits, commits, selection, base,
+                   threads, jobs, bool(opts.jobs), flags,
+                   work_in_output=opts.work_in_output, home=home, shard=spec, split=split,
                    costs_file=costs_file)
-    plan.bases = [base] + [base_dir(d, args.branch, args.no_subdirs) for d in more_dirs or []]
+    plan.bases = [base] + [base_dir(d, opts.branch, opts.no_subdirs) for d in more_dirs or []]
     for board in selection.boards:
         todo = []
         for commit in commits:
             path = plan.result_dir(commit, board.target)
-            build, rc = needs_build(path, flags, args.force_build_failures, plan.current_source)
+            build, rc = needs_build(path, flags, opts.force_build_failures, plan.current_source)
             if build:
                 if (not plan.current_source and not flags.force_build
                         and read_done(path) is not None and readjusted(path, flags)):

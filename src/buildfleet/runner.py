@@ -7,7 +7,6 @@ with buildman's ``Completed`` line and exit code.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import os
@@ -35,6 +34,7 @@ from buildfleet.fleet.local import LocalExecutor
 from buildfleet.fleet.runlog import RunLog
 from buildfleet.fleet.status import FleetStatus, fleet_snapshot
 from buildfleet.model import LOCAL, Board, BuildJob, BuildResult, toolchain_error_result
+from buildfleet.options import RunOptions
 from buildfleet.plan import RunPlan, cpu_count, slot_root
 from buildfleet.results import fleet_view
 from buildfleet.results.history import scan_base
@@ -75,13 +75,12 @@ def local_jobserver(plan: RunPlan, nslots: int) -> Jobserver | None:
     return Jobserver(max(cpu_count(), nslots))
 
 
-def verbose_printer(plan: RunPlan, args: argparse.Namespace, log: Callable[[str], None],
+def verbose_printer(plan: RunPlan, opts: SummaryOptions, log: Callable[[str], None],
                     color: bool) -> Callable[[BuildResult], None]:
     """``-v``: after each written result, the summary's text for that board (as buildman).
 
     Current-source builds always show their error lines, as buildman does.
     """
-    opts = SummaryOptions.from_args(args)
     if plan.current_source:
         opts = dataclasses.replace(opts, show_errors=True)
     commits = {c.sequence: c for c in plan.commits}
@@ -100,23 +99,23 @@ def verbose_printer(plan: RunPlan, args: argparse.Namespace, log: Callable[[str]
     return show
 
 
-def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
+def run_plan(plan: RunPlan, opts: RunOptions, summary: SummaryOptions, toolchains: Toolchains,
              start_remote: RemoteStarter | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     counts = RunCounts()
     for prev in plan.previous:
         counts.add(prev.return_code, prev.has_stderr, previous=True)
     counts.total = counts.previously + plan.results_to_build
-    show_progress = not args.ide
+    show_progress = not opts.ide
     progress = Progress(counts, out, enabled=show_progress)
     costs = run_costs(plan.src_dir, plan.boards, plan.base.parent, plan.costs_file,
                       lambda text: print(f"Warning: {text}", file=sys.stderr))
-    policy = CostAwarePolicy(costs, hedging=not args.no_hedge)
+    policy = CostAwarePolicy(costs, hedging=not opts.no_hedge)
     pool = JobPool(policy, list(plan.todo))
     writer = ResultWriter(plan.base, plan.commits,
                           in_place=plan.base if plan.work_in_output else None)
-    verbose = args.verbose or plan.current_source
-    on_written = (verbose_printer(plan, args, progress.message, progress.tty)
+    verbose = opts.verbose or plan.current_source
+    on_written = (verbose_printer(plan, summary, progress.message, progress.tty)
                   if verbose else None)
     sink = ResultSink(pool, writer, counts, progress, on_written=on_written)
     stop = threading.Event()
@@ -127,16 +126,16 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         progress.message(text)
 
     boss_log.write(">>", f"run: {len(plan.todo)} boards, {plan.results_to_build} results to build")
-    manifest = start_manifest(plan, args, toolchains, log)
-    ctx = RunContext(plan, pool, sink, stop, log, args, costs=costs, manifest=manifest)
+    manifest = start_manifest(plan, opts, toolchains, log)
+    ctx = RunContext(plan, pool, sink, stop, log, opts, costs=costs, manifest=manifest)
     executors: list[Executor] = []
     start = pool.clock()
     policy.stats.begin(start)
     try:
-        local = not args.no_local and bool(plan.todo)
+        local = not opts.no_local and bool(plan.todo)
         if local:
             ctx.status.set(LOCAL, phase.STARTING)
-        if start_remote is not None and not args.verbose:
+        if start_remote is not None and not opts.verbose:
             _show_fleet(ctx, progress, counts)
         if start_remote is not None:
             executors += start_remote(ctx)
@@ -144,7 +143,7 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
             executors.append(_start_local(ctx, toolchains, progress.message,
                                           alone=start_remote is None))
             ctx.status.set(LOCAL, phase.BUILDING)
-        if len(executors) > 1 and not args.verbose:
+        if len(executors) > 1 and not opts.verbose:
             _show_fleet(ctx, progress, counts)
         progress.update()
         for ex in executors:
@@ -179,7 +178,7 @@ def run_plan(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
         print(f"Warning: {problem}", file=sys.stderr)
     boss_log.write(">>", f"end: {counts.done} results, {elapsed:.1f}s")
     boss_log.close()
-    code = _close_run(plan, args, ctx, policy, counts, executors, elapsed, out)
+    code = _close_run(plan, opts, ctx, policy, counts, executors, elapsed, out)
     _finish_manifest(manifest, "completed", code, log)
     return code
 
@@ -190,13 +189,13 @@ def _show_fleet(ctx: RunContext, progress: Progress, counts: RunCounts) -> None:
     progress.show_fleet(lambda: fleet_view.render(fleet_snapshot(status, pool, counts)))
 
 
-def start_manifest(plan: RunPlan, args: argparse.Namespace, toolchains: Toolchains,
+def start_manifest(plan: RunPlan, opts: RunOptions, toolchains: Toolchains,
                    log: Callable[[str], None]) -> RunManifest:
     """Write ``.buildfleet-run.json`` before anything builds (machines are added as they join)."""
     manifest = RunManifest(plan.base / MANIFEST_NAME, list(sys.argv[1:]), str(plan.src_dir),
                            plan.branch, [c.hash for c in plan.commits], len(plan.boards),
                            plan.results_to_build, plan.flags.to_dict())
-    if not args.no_local:
+    if not opts.no_local:
         manifest.add_machine(LOCAL, toolchains.to_map(), local_host(), plan.threads)
     if problem := manifest.save():
         log(f"Warning: {problem}")
@@ -210,7 +209,7 @@ def _finish_manifest(manifest: RunManifest, status: str, code: int | None,
         log(f"Warning: {problem}")
 
 
-def _close_run(plan: RunPlan, args: argparse.Namespace, ctx: RunContext,
+def _close_run(plan: RunPlan, opts: RunOptions, ctx: RunContext,
                policy: CostAwarePolicy, counts: RunCounts, executors: list[Executor],
                elapsed: float, out: TextIO) -> int:
     """Print the closing lines of a run (buildman's and the fleet's) and pick the exit code."""
@@ -243,7 +242,7 @@ def _close_run(plan: RunPlan, args: argparse.Namespace, ctx: RunContext,
     for target, reason in sorted(abandoned.items()):
         print(f"Not built: {target}: {reason}", file=out)
     for line in machines_block(policy.stats, counts, ctx.remote_executors,
-                               verbose=bool(args.verbose) and bool(plan.todo)):
+                               verbose=bool(opts.verbose) and bool(plan.todo)):
         print(line, file=out)
     if plan.todo:
         print(policy.stats.summary_line(), file=out)
@@ -257,7 +256,7 @@ def _close_run(plan: RunPlan, args: argparse.Namespace, ctx: RunContext,
         print(f"Failed: {exceptions} thread exceptions", file=out)
         exit_code = 102
     else:
-        exit_code = counts.exit_code(args.ignore_warnings)
+        exit_code = counts.exit_code(opts.ignore_warnings)
         if not_built:
             exit_code = 100  # a board not built is a failure, not just a warning
     return exit_code
@@ -306,7 +305,7 @@ def _start_local(ctx: RunContext, toolchains: Toolchains,
     arch has no toolchain gets buildman's failed result for it. With remote
     machines such a board waits for a machine that has the toolchain.
     """
-    plan, args = ctx.plan, ctx.args
+    plan, opts = ctx.plan, ctx.opts
     nslots = min(plan.threads, len(plan.todo))
     slots = prepare_slots(plan.git_dir, plan.src_dir, local_slot_root(plan), nslots)
     if plan.work_in_output:
@@ -315,7 +314,7 @@ def _start_local(ctx: RunContext, toolchains: Toolchains,
     jobserver = local_jobserver(plan, nslots)
     if jobserver is not None:
         ctx.closers.append(jobserver.close)
-    builder = Builder(plan.flags, toolchains, kconfig_check=not args.no_kconfig_check,
+    builder = Builder(plan.flags, toolchains, kconfig_check=not opts.no_kconfig_check,
                       jobserver=jobserver)
 
     archs = toolchains.archs()
@@ -324,7 +323,7 @@ def _start_local(ctx: RunContext, toolchains: Toolchains,
         return alone or board.arch in archs
 
     local = LocalExecutor(ctx.pool, builder, slots, ctx.sink, local_make_jobs(plan, nslots),
-                          ctx.stop, log, debug=args.debug)
+                          ctx.stop, log, debug=opts.debug)
     costs = ctx.costs
     ctx.pool.register(LOCAL, nslots, local_can_build, cancel=local.cancel,
                       speed=costs.speed(LOCAL) if costs is not None and not costs.empty else None)

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from buildfleet.errors import UserError
 from buildfleet.model import Board
@@ -417,10 +416,10 @@ def list_toolchains_text(tcs: Toolchains) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def run_list_toolchains(args: Any, settings: Settings) -> int:
+def run_list_toolchains(verbose: bool, settings: Settings) -> int:
     """``--list-tool-chains``: scan (verbosely with ``-v``), print the list."""
     errors: list[str] = []
-    tcs = scan_toolchains(settings, verbose=bool(getattr(args, "verbose", False)),
+    tcs = scan_toolchains(settings, verbose=verbose,
                           log=print, errors=errors)
     for msg in errors:
         print(f"Error: {msg}")

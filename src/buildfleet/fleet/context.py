@@ -7,7 +7,6 @@ them; arrows point down.
 
 from __future__ import annotations
 
-import argparse
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from buildfleet.fleet.dispatch.costs import CostModel
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
 from buildfleet.fleet.status import FleetStatus
+from buildfleet.options import RunOptions
 from buildfleet.plan import RunPlan
 from buildfleet.results.manifest import RunManifest
 
@@ -68,7 +68,7 @@ class RunContext:
     sink: ResultSink
     stop: threading.Event
     log: Callable[[str], None]
-    args: argparse.Namespace
+    opts: RunOptions
     closers: list[Callable[[], None]] = field(default_factory=list)
     remote_executors: list[MachineExecutor] = field(default_factory=list)
     costs: CostModel | None = None

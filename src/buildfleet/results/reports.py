@@ -7,10 +7,10 @@ buildman.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from buildfleet.model import Board, Commit
+from buildfleet.options import ReportOptions
 from buildfleet.results.paths import Bases
 from buildfleet.results.report_html import write_html_report
 from buildfleet.results.report_json import ReportError, write_json_report
@@ -19,15 +19,12 @@ from buildfleet.results.report_junit import write_junit_report
 __all__ = ["ReportError", "write_reports"]
 
 
-def write_reports(args: argparse.Namespace, base: Bases, commits: list[Commit],
+def write_reports(opts: ReportOptions, base: Bases, commits: list[Commit],
                   boards: list[Board]) -> None:
     """Write each report asked for; raises ReportError with a one-line message."""
-    report = getattr(args, "report", None)
-    junit = getattr(args, "junit", None)
-    html_dir = getattr(args, "html", None)
+    report, junit, html_dir = opts.report, opts.junit, opts.html
     if report:
-        write_json_report(Path(report), base, commits, boards,
-                          extra={"branch": getattr(args, "branch", None)})
+        write_json_report(Path(report), base, commits, boards, extra={"branch": opts.branch})
     if junit:
         write_junit_report(Path(junit), base, commits, boards)
     if html_dir:

@@ -9,9 +9,6 @@ buildman read it unchanged; colour only on a terminal.
 
 from __future__ import annotations
 
-import argparse
-import math
-import os
 import sys
 from dataclasses import dataclass
 from io import StringIO
@@ -47,7 +44,11 @@ from buildfleet.results.summary_sizes import size_lines
 
 @dataclass(frozen=True)
 class SummaryOptions:
-    """The display flags of the summary (-e -l -S -d -B -K -U -u --step ... -I)."""
+    """The display flags of the summary (-e -l -S -d -B -K -U -u --step ... -I).
+
+    Filled from the command line by ``cmdline.options`` (field = flag name;
+    -B already implies -d and -S there).
+    """
 
     show_errors: bool = False
     list_error_boards: bool = False
@@ -63,29 +64,6 @@ class SummaryOptions:
     filter_migration_warnings: bool = False
     preserve_config_y: bool = False
     ide: bool = False
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> SummaryOptions:
-        def flag(name: str) -> bool:
-            return bool(getattr(args, name, False))
-
-        step = getattr(args, "step", 1)
-        return cls(
-            show_errors=flag("show_errors"),
-            list_error_boards=flag("list_error_boards"),
-            show_sizes=flag("show_sizes"),
-            detail=flag("detail") or flag("bloat"),
-            bloat=flag("bloat"),
-            show_config=flag("show_config"),
-            show_environment=flag("show_environment"),
-            show_unknown=flag("show_unknown"),
-            step=1 if step is None else int(step),
-            show_not_built=flag("show_not_built"),
-            filter_dtb_warnings=flag("filter_dtb_warnings"),
-            filter_migration_warnings=flag("filter_migration_warnings"),
-            preserve_config_y=flag("preserve_config_y"),
-            ide=flag("ide"),
-        )
 
     def effective_step(self, n_commits: int) -> int:
         """``--step 0`` means the first and last commit only."""
@@ -126,19 +104,6 @@ def summary_header(commits: list[Commit], boards: list[Board], threads: int, job
     if not no_local:
         msg += f" ({_plural(threads, 'thread')}, {_plural(jobs, 'job')} per thread)"
     return msg
-
-
-def default_threads_jobs(args: argparse.Namespace, n_boards: int) -> tuple[int, int]:
-    """buildman's defaults: a thread per CPU (at most one per board), make -j to fill CPUs."""
-    cpus = os.cpu_count() or 1
-    n_boards = max(1, n_boards)
-    threads = getattr(args, "threads", None)
-    jobs = getattr(args, "jobs", None)
-    if threads is None:
-        threads = min(cpus, n_boards)
-    if not jobs:
-        jobs = max(1, math.ceil(cpus / n_boards))
-    return int(threads), int(jobs)
 
 
 @dataclass
@@ -323,20 +288,18 @@ def git_changed_files(src_dir: Path) -> ChangedFiles:
     return changed
 
 
-def run_summary(args: argparse.Namespace, base: Bases, commits: list[Commit],
-                boards: list[Board], out: TextIO = sys.stdout, header: bool = True,
-                src_dir: Path | None = None) -> int:
+def run_summary(opts: SummaryOptions, base: Bases, commits: list[Commit], boards: list[Board],
+                threads: int, jobs: int, *, no_local: bool = False, out: TextIO = sys.stdout,
+                header: bool = True, src_dir: Path | None = None) -> int:
     """The -s flow (and -z after a build, with ``header=False``). Returns 0.
 
-    Prints the ``Summary of ...`` line unless -I or --no-local, then the summary.
-    Colour only when ``out`` is a terminal. ``src_dir``, the git tree, lets the
+    Prints the ``Summary of ...`` line (``threads`` slots, ``jobs`` make -j
+    each: the plan's) unless -I or ``no_local``, then the summary. Colour
+    only when ``out`` is a terminal. ``src_dir``, the git tree, lets the
     flake check tell a fixed board from a flaky one.
     """
-    opts = SummaryOptions.from_args(args)
-    if header and not opts.ide and not getattr(args, "no_local", False):
-        threads, jobs = default_threads_jobs(args, len(boards))
+    if header and not opts.ide and not no_local:
         out.write(summary_header(commits, boards, threads, jobs, opts.step) + "\n")
     show_summary(base, commits, boards, opts, out, stream_is_tty(out),
                  changed=git_changed_files(src_dir) if src_dir is not None else None)
     return 0
-

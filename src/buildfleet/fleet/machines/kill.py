@@ -15,11 +15,12 @@ from __future__ import annotations
 import inspect
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR, LOCK_NAME, configured_machines
 from buildfleet.fleet.machines.ssh import SshSession, last_line, remote_path, run_ssh
 from buildfleet.fleet.worker.workdir import is_worker_argv
+from buildfleet.options import MachineOptions
 
 if TYPE_CHECKING:
     from buildfleet.settings import MachineConfig, Settings
@@ -91,12 +92,12 @@ def kill_on(machine: MachineConfig, session: SshSession,
     return last_line(res.stdout) or "FAILED: no answer"
 
 
-def run_kill_workers(args: Any, settings: Settings, *, out: TextIO | None = None,
+def run_kill_workers(opts: MachineOptions, settings: Settings, *, out: TextIO | None = None,
                      err: TextIO | None = None) -> int:
     """``--kill-workers`` on every (or every ``--use-machines``) machine, in parallel."""
     stdout = out if out is not None else sys.stdout
     stderr = err if err is not None else sys.stderr
-    machines = configured_machines(settings, getattr(args, "use_machines", None), stderr)
+    machines = configured_machines(settings, opts.use_machines, stderr)
     if machines is None:
         return 1
     with SshSession.create() as session, ThreadPoolExecutor(

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich import box
 from rich.console import Console
@@ -26,6 +26,7 @@ from buildfleet.fleet.machines.probe import MachineStatus, probe_machines
 from buildfleet.fleet.machines.selection import DEFAULT_WORK_DIR, configured_machines
 from buildfleet.fleet.machines.ship import ShipError, ensure_shipped
 from buildfleet.fleet.machines.ssh import SshSession, last_line, remote_path, run_ssh
+from buildfleet.options import MachineOptions
 from buildfleet.toolchains import merged_aliases
 
 if TYPE_CHECKING:
@@ -216,7 +217,7 @@ def fetch_missing(statuses: list[MachineStatus], checks: Sequence[ToolchainCheck
     return [fresh.get(s.name, s) for s in statuses]
 
 
-def run_mach(args: Any, settings: Settings, local_archs: set[str], *,
+def run_mach(opts: MachineOptions, settings: Settings, local_archs: set[str], *,
              local_versions: Mapping[str, str | None] | None = None,
              out: TextIO | None = None, err: TextIO | None = None) -> int:
     """``--mach`` (and ``--machines-fetch-arch``): probe, maybe fetch, print the report.
@@ -229,7 +230,7 @@ def run_mach(args: Any, settings: Settings, local_archs: set[str], *,
     """
     stdout = out if out is not None else sys.stdout
     stderr = err if err is not None else sys.stderr
-    machines = configured_machines(settings, getattr(args, "use_machines", None), stderr)
+    machines = configured_machines(settings, opts.use_machines, stderr)
     if machines is None:
         return 1
     aliases = merged_aliases(getattr(settings, "toolchain_alias", None) or {})
@@ -239,7 +240,7 @@ def run_mach(args: Any, settings: Settings, local_archs: set[str], *,
 
     with SshSession.create() as session:
         statuses = probe_machines(machines, session, progress=log)
-        if getattr(args, "machines_fetch_arch", False):
+        if opts.machines_fetch_arch:
             checks = [check_toolchains(s, local_archs, local_versions, aliases)
                       for s in statuses]
             statuses = fetch_missing(statuses, checks, session, log=log)

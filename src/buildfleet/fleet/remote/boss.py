@@ -133,7 +133,7 @@ class RemoteExecutor:
     def _on_stderr(self, line: str) -> None:
         self._stderr_tail.append(line.strip())
         self.log.write("!!", line)
-        if self.ctx.args.debug:
+        if self.ctx.opts.debug:
             self.ctx.log(f"[{self.name}] {line}")
 
     def _run(self) -> None:
@@ -189,7 +189,7 @@ class RemoteExecutor:
         answer = stop_leftovers(self.status.config, self.session, self.work_dir,
                                 self.worker_pid)
         self.log.write("!!", f"given-up worker {self.worker_pid or '?'}: {answer}")
-        if self.ctx.args.debug or answer.startswith("FAILED"):
+        if self.ctx.opts.debug or answer.startswith("FAILED"):
             self.ctx.log(f"{self.name}: stopping what the lost worker left running: {answer}")
 
     def _stopping(self) -> bool:
@@ -272,15 +272,15 @@ class RemoteExecutor:
 
     def _start_up(self) -> RemoteSession:
         machine = self.status.config
-        args = self.ctx.args
-        installed = args.machines_buildman_path
+        opts = self.ctx.opts
+        installed = opts.machines_buildman_path
         pyz = ""
         if not installed:
             pyz = ship.ensure_shipped(machine, self.session, DEFAULT_WORK_DIR,
                                       log=self.ctx.log)
         else:
             self.session.warm_up(machine)
-        cmd = ship.worker_command(pyz, None, args.debug, installed)
+        cmd = ship.worker_command(pyz, None, opts.debug, installed)
         self.log.write(">>", f"start: {cmd}")
         self._stderr_tail.clear()
         self.channel = Channel(ssh_argv(machine, self.session, cmd), name=self.name,

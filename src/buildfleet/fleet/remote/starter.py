@@ -9,7 +9,6 @@ of a run uses the same work directory name on its machine (``boss_key``).
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import hashlib
 import os
@@ -67,9 +66,9 @@ def remote_starter(settings: Settings) -> Callable[[RunContext], list[RemoteExec
     """The runner's hook: probe and start every available machine."""
 
     def start(ctx: RunContext) -> list[RemoteExecutor]:
-        args: argparse.Namespace = ctx.args
+        opts = ctx.opts
         try:
-            machines = select_machines(settings, args.use_machines)
+            machines = select_machines(settings, opts.use_machines)
         except MachinesError as exc:
             raise PlanError(str(exc)) from None
         bad_hosts = [m for m in machines if m.host.startswith("-")]
@@ -105,7 +104,7 @@ def remote_starter(settings: Settings) -> Callable[[RunContext], list[RemoteExec
                 report_phase(ctx, status.name, phase.UNAVAILABLE, status.reason)
                 ctx.log(f"  {status.name}: unavailable: {status.reason}")
         if not available:
-            if args.no_local:
+            if opts.no_local:
                 raise PlanError("No machines available: " + "; ".join(
                     f"{s.name}: {s.reason}" for s in statuses))
             ctx.log("No machines available: building everything locally")

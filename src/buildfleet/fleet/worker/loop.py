@@ -18,7 +18,6 @@ right here:
 
 from __future__ import annotations
 
-import argparse
 import os
 import queue
 import signal
@@ -80,6 +79,7 @@ from buildfleet.fleet.worker.tools import (
 )
 from buildfleet.fleet.worker.workdir import WorkDir, WorkDirError, setup_work_dir
 from buildfleet.model import BuildFlags, BuildJob, BuildResult, Commit
+from buildfleet.options import WorkerOptions
 from buildfleet.results.paths import is_safe_name
 
 SHUTDOWN_GRACE = 3.0
@@ -463,9 +463,9 @@ class Worker:
             self.work = None
 
 
-def run_worker(args: argparse.Namespace) -> int:
+def run_worker(opts: WorkerOptions) -> int:
     """``buildfleet --worker [-D] [--work-dir DIR]``; returns the exit status."""
-    debug = bool(getattr(args, "debug", False))
+    debug = opts.debug
     stdin, stdout = private_streams()
     leader = become_leader()
 
@@ -489,7 +489,7 @@ def run_worker(args: argparse.Namespace) -> int:
     beat_stop = threading.Event()
     code = 0
     try:
-        work_dir = getattr(args, "work_dir", None)
+        work_dir = opts.work_dir
         if work_dir:
             try:
                 worker.work = setup_work_dir(work_dir)
@@ -517,9 +517,9 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a worker without the full command line (``python -m buildfleet.fleet.worker.loop``)."""
-    from buildfleet.cmdline import parse_args
+    from buildfleet.cmdline import options, parse_args
 
-    return run_worker(parse_args(argv))
+    return run_worker(options(parse_args(argv), WorkerOptions))
 
 
 if __name__ == "__main__":
