@@ -331,6 +331,33 @@ def make_demo_tree(path: Path, boards: int = 8, commits: int = 4,
                             if VENDOR_STATUS.get(b.vendor, "").startswith("Orphan")), None))
 
 
+def touch_branch(tree: DemoTree, name: str, paths: list[str], start: str = "main") -> list[str]:
+    """Add branch ``name`` off ``start`` with one commit per path, each editing that file.
+
+    An edit appends a comment line (``/* ... */`` to C sources and headers,
+    ``# ...`` to anything else), so the build's output cannot change: what
+    tests and benchmarks of skipping need (a series whose commits each touch
+    one board, or a file every board reads). The branch tracks ``start``; the
+    commits' hashes are returned, oldest first.
+    """
+    _git(tree.path, "checkout", "-q", "-b", name, start)
+    _git(tree.path, "config", f"branch.{name}.remote", ".")
+    _git(tree.path, "config", f"branch.{name}.merge", f"refs/heads/{start}")
+    hashes = []
+    when = BASE_DATE + 3600 * 1000
+    for step, rel in enumerate(paths):
+        dest = tree.path / rel
+        c_like = dest.suffix in (".c", ".h", ".S", ".dts", ".dtsi")
+        note = f"touched at step {step + 1}"
+        line = f"/* {note} */\n" if c_like else f"# {note}\n"
+        with dest.open("a", encoding="utf-8") as f:
+            f.write(line)
+        when += 3600
+        hashes.append(_commit(tree.path, f"{rel}: {note}", "A comment only.", when))
+    _git(tree.path, "checkout", "-q", tree.branch)
+    return hashes
+
+
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
     """``python -m buildfleet.demo DIR [--boards N] [--commits M]``."""
     parser = argparse.ArgumentParser(prog="python -m buildfleet.demo",

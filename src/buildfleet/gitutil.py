@@ -125,6 +125,18 @@ def changed_files(worktree: Path, old: str, new: str) -> list[str]:
     return [ln for ln in out.splitlines() if ln]
 
 
+def changed_status(worktree: Path, old: str, new: str) -> list[tuple[str, str]]:
+    """``(status, path)`` of every file that differs between two commits.
+
+    Status is git's letter (``M`` modified, ``A`` added, ``D`` deleted, ``T``
+    type changed...); renames are shown as a delete and an add, and paths are
+    read NUL-separated, so any file name comes back as it is.
+    """
+    out = git(["diff", "--name-status", "--no-renames", "-z", old, new], cwd=worktree)
+    fields = out.split("\0")
+    return [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2) if fields[i]]
+
+
 def remove_stale_locks(gitdir: Path) -> None:
     """Delete ``index.lock`` files a killed git left behind (the repo's and worktrees')."""
     candidates = [gitdir / "index.lock"]

@@ -102,6 +102,8 @@ class BuildFlags:
     build_timeout: float = DEFAULT_BUILD_TIMEOUT
     # One make jobserver per machine for all its slots (else make -j per board).
     jobserver: bool = True
+    # Copy the previous commit's result where a commit cannot change it (build.skip).
+    skip_unchanged: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -187,6 +189,14 @@ CAPTURE_PROBLEMS = "capture.err"
 """buildfleet's own result file: ``<image>: <problem>`` per line, when reading an
 image's sizes needed a fallback or failed (a parser error, a binutils tool that
 failed). Absent when everything was read; never read by buildman."""
+
+
+COPIED_FROM = "copied-from"
+"""buildfleet's own result file: this result was not built but copied (build.skip).
+
+One line, the full hash of the commit whose build it copies (the result
+directory of that commit holds the same files), and a newline. Only a
+skipped result has it; buildman ignores it."""
 
 
 @dataclass

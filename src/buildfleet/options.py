@@ -77,6 +77,7 @@ class PlanOptions:
     override_toolchain: str | None
     full_path: bool
     no_jobserver: bool
+    no_skip: bool
     shard: str | None
     costs: str | None
     verbose: bool

@@ -157,6 +157,7 @@ def build_flags(opts: PlanOptions, settings: Settings, selected: list[Board]) ->
                                        settings.build_timeout, DEFAULT_BUILD_TIMEOUT)
                            if t is not None),
         jobserver=not opts.no_jobserver,
+        skip_unchanged=settings.skip_unchanged and not opts.no_skip,
     )
 
 

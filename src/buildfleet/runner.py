@@ -33,7 +33,14 @@ from buildfleet.fleet.dispatch.stats import DispatchStats
 from buildfleet.fleet.local import LocalExecutor
 from buildfleet.fleet.runlog import RunLog
 from buildfleet.fleet.status import FleetStatus, fleet_snapshot
-from buildfleet.model import LOCAL, Board, BuildJob, BuildResult, toolchain_error_result
+from buildfleet.model import (
+    COPIED_FROM,
+    LOCAL,
+    Board,
+    BuildJob,
+    BuildResult,
+    toolchain_error_result,
+)
 from buildfleet.options import RunOptions
 from buildfleet.plan import RunPlan, cpu_count, slot_root
 from buildfleet.results import fleet_view
@@ -87,6 +94,10 @@ def verbose_printer(plan: RunPlan, opts: SummaryOptions, log: Callable[[str], No
     boards = {b.target: b for b in plan.boards}
 
     def show(result: BuildResult) -> None:
+        copied = result.files.get(COPIED_FROM)
+        if copied is not None:
+            log(f"{result.target}: commit {result.sequence + 1} skipped: unchanged since "
+                f"{copied.decode('ascii', 'replace').strip()[:12]}, result copied")
         if result.return_code == 0 and not result.stderr:
             return  # clean results would only repeat their commit's header
         commit = commits[result.sequence]

@@ -30,8 +30,9 @@ DEFAULT_NAME = ".buildman"
 
 ALLOW_MISSING_WORDS = ("always", "multiple", "branch")
 AVAILABILITY_KEYS = ("busy_load", "min_disk_mb", "min_mem_mb")
+BOOL_GLOBAL_KEYS = ("skip_unchanged",)
 GLOBAL_KEYS = ("allow-missing", "fetch-url", "build_timeout", "build-timeout",
-               *AVAILABILITY_KEYS)
+               *BOOL_GLOBAL_KEYS, *AVAILABILITY_KEYS)
 MACHINE_KEYS = ("max_boards", *AVAILABILITY_KEYS)
 FREE_SECTIONS = ("toolchain", "toolchain-prefix", "toolchain-alias", "toolchain-wrapper",
                  "make-flags", "machines")
@@ -78,6 +79,9 @@ x86 = i386
 # allow-missing = multiple branch
 # Seconds one board may build at one commit before it is stopped (0: no limit):
 # build_timeout = 7200
+# Copy the previous commit's result where a commit cannot change a board's
+# result, instead of building it (--no-skip for one run):
+# skip_unchanged = true
 # Availability of machines for --dist (defaults shown):
 # busy_load = 0.8
 # min_disk_mb = 1000
@@ -125,6 +129,7 @@ class Settings:
     warnings: list[str] = field(default_factory=list)
     fetch_url: str | None = None
     build_timeout: float | None = None  # seconds; 0 = no limit; None = the default
+    skip_unchanged: bool = True  # [global] skip_unchanged: see build.skip
 
     def make_flags_for(self, target: str) -> list[str]:
         """The extra make arguments for board ``target`` (buildman's rules)."""
@@ -208,6 +213,16 @@ def _number(kind: type[int] | type[float], value: str | None, shown: str, sectio
     return number
 
 
+def _boolean(value: str | None, shown: str, section: str, key: str) -> bool:
+    """Parse a yes/no value (configparser's words) or raise a SettingsError naming its place."""
+    word = (value or "").strip().lower()
+    if word in ("1", "yes", "true", "on"):
+        return True
+    if word in ("0", "no", "false", "off"):
+        return False
+    raise SettingsError(f"{shown}: [{section}] {key}: {value!r} is not true or false")
+
+
 def _availability(items: Mapping[str, str | None], shown: str, section: str,
                   base: dict[str, float | int]) -> dict[str, float | int]:
     """busy_load / min_disk_mb / min_mem_mb from a section, over ``base``."""
@@ -274,6 +289,9 @@ def parse_settings(text: str, path: Path, shown: str | None = None) -> Settings:
     for key in ("build_timeout", "build-timeout"):
         if key in glob:
             settings.build_timeout = float(_number(float, glob[key], shown, "global", key))
+    if "skip_unchanged" in glob:
+        settings.skip_unchanged = _boolean(glob["skip_unchanged"], shown, "global",
+                                           "skip_unchanged")
     defaults: dict[str, float | int] = {"busy_load": DEFAULT_BUSY_LOAD,
                                         "min_disk_mb": DEFAULT_MIN_DISK_MB,
                                         "min_mem_mb": DEFAULT_MIN_MEM_MB}

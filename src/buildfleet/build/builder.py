@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildfleet import gitutil
-from buildfleet.build import adjust, capture
+from buildfleet.build import adjust, capture, skip
 from buildfleet.build.jobserver import Jobserver
 from buildfleet.build.makecmd import STALE_ELFS, build_targets, common_args
 from buildfleet.build.makerun import BuildInterrupted, run_make
@@ -181,10 +181,21 @@ class Builder:
         need_config = True
         keep_config = False
         previous: str | None = None
+        # The result built at ``previous``, while a later commit may copy it (point
+        # of build.skip), and what the dependency files of that build name.
+        last: BuildResult | None = None
+        deps: list[frozenset[str] | None] = []
+        may_skip = out_dir is not None and not fixed and self._may_skip(slot)
         for index, commit in enumerate(job.commits):
             if stop.is_set():
                 raise BuildInterrupted()
             start = time.monotonic()
+            if may_skip and out_dir is not None and last is not None and previous:
+                copy = self._unchanged(board.target, slot, out_dir, previous, commit, last,
+                                       deps, make_jobs, start)
+                if copy is not None:
+                    sink(copy)
+                    continue
             # Never trusted: another board's directory, or one a make did not finish.
             mrproper = self.flags.mrproper
             if keep_config and unfinished(out_dir or slot.source_dir):
@@ -235,6 +246,9 @@ class Builder:
             previous = commit.hash
             result = self._result(board.target, commit, tc, env, out_dir or slot.source_dir,
                                   outcome, time.monotonic() - start, slot)
+            deps.clear()
+            last = (result if result.return_code == 0 and not outcome.stopped
+                    and not outcome.killed else None)
             try:
                 sink(result)
             except BaseException:
@@ -242,6 +256,44 @@ class Builder:
                 # objects short): nothing built here is trusted by the next build.
                 distrust(out_dir or slot.source_dir)
                 raise
+
+    def _may_skip(self, slot: Slot) -> bool:
+        """May a commit of this run be skipped at all (``build.skip``)?
+
+        Not when asked not to (``--no-skip``), nor where every commit is to be
+        configured or cleaned anyway (``-C``, ``-m``), nor with ``-V`` (the log
+        lists the commands make ran), nor without a checkout per commit.
+        """
+        flags = self.flags
+        return (flags.skip_unchanged and slot.checkout and not flags.in_tree
+                and not flags.force_reconfig and not flags.mrproper
+                and not flags.verbose_build)
+
+    def _unchanged(self, target: str, slot: Slot, out_dir: Path, previous: str,
+                   commit: Commit, last: BuildResult, deps: list[frozenset[str] | None],
+                   make_jobs: Callable[[], int], start: float) -> BuildResult | None:
+        """``last`` copied for ``commit`` if the commit cannot change it, else None.
+
+        ``deps`` caches the dependency files' paths of the build in ``out_dir``
+        (empty: not read yet; the caller empties it after each build).
+        """
+        if commit.hash is None or unfinished(out_dir):
+            return None
+
+        def known() -> frozenset[str] | None:
+            if not deps:
+                deps.append(skip.read_deps(out_dir, slot.source_dir))
+            return deps[0]
+
+        changed = gitutil.changed_status(slot.source_dir, previous, commit.hash)
+        if skip.why_build(changed, out_dir, known) is not None:
+            return None
+        js = self.jobserver
+        args = common_args(self.flags, out_dir, js.size if js else make_jobs(), target,
+                           slot.source_dir, jobserver=js is not None)
+        out_cmd = shlex.join(["make", *args, *build_targets(self.flags)]) + "\n"
+        return skip.copied_result(last, commit.sequence, previous, out_cmd.encode(),
+                                  time.monotonic() - start)
 
     def _adjustments(self, board: Board, slot: Slot) -> tuple[list[adjust.Adjustment], list[str]]:
         """What ``.config`` must show: the lines of the board's ``-X`` fragments

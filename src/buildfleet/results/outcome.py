@@ -48,6 +48,7 @@ class StoredResult:
     duration: float | None = None
     host: str | None = None
     toolchain: dict[str, str] = field(default_factory=dict)
+    copied_from: str | None = None  # a skipped result: the commit it copies (COPIED_FROM)
 
     @property
     def outcome(self) -> Outcome:

@@ -34,6 +34,7 @@ class RunCounts:
     failed: int = 0
     previously: int = 0
     total: int = 0
+    skipped: int = 0  # of this run's results: copied, not built (build.skip)
     per_host: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -203,4 +204,6 @@ def completed_line(counts: RunCounts, newly: int, elapsed: float) -> str:
     if elapsed > 1:
         rate = newly / elapsed if elapsed else 0
         line += f", duration {format_duration(elapsed)}, rate {rate:.2f}"
+    if counts.skipped:
+        line += f", {counts.skipped} skipped (unchanged: result copied)"
     return line

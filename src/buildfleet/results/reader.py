@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from buildfleet.model import COPIED_FROM
 from buildfleet.results.errlines import filter_err_lines
 from buildfleet.results.outcome import ImageSizes, StoredResult
 
@@ -197,4 +198,7 @@ def read_result(build_dir: Path, *, filter_dtb: bool = False, filter_migration: 
     toolchain = _read_text(build_dir / "toolchain")
     if toolchain is not None:
         result.toolchain = parse_toolchain(toolchain)
+    copied = _read_text(build_dir / COPIED_FROM)
+    if copied is not None and copied.strip():
+        result.copied_from = copied.strip()
     return result

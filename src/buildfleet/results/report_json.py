@@ -89,6 +89,7 @@ def _result_entry(base: Bases, board: Board, commit: Commit,
         "sizes": result.sizes if result else {},
         "duration": result.duration if result else None,
         "machine": result.host if result else None,
+        "copied_from": result.copied_from if result else None,
         "toolchain": (result.toolchain or None) if result else None,
         "reproducer": reproducer_entry(base, board, commit, result),
     }

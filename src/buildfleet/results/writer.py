@@ -15,7 +15,7 @@ from pathlib import Path
 
 from buildfleet import __version__
 from buildfleet.errors import InfraError
-from buildfleet.model import IMAGE_HASHES, TOOLCHAIN_ERROR_RC, BuildResult, Commit
+from buildfleet.model import COPIED_FROM, IMAGE_HASHES, TOOLCHAIN_ERROR_RC, BuildResult, Commit
 from buildfleet.results.paths import commit_dir, is_safe_name
 from buildfleet.results.reproducer import SCRIPT_NAME, Reproducer
 
@@ -105,7 +105,7 @@ class ResultWriter:
                 return False
             self._written.add(key)
             hashes = result.files.get(IMAGE_HASHES)
-            if hashes is not None:
+            if hashes is not None and COPIED_FROM not in result.files:
                 self._hashes[key] = (hashes, result.host)
         return True
 

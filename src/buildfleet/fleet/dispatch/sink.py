@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 
 from buildfleet.fleet.dispatch.pool import JobPool
-from buildfleet.model import CAPTURE_PROBLEMS, IMAGE_HASHES, BuildResult
+from buildfleet.model import CAPTURE_PROBLEMS, COPIED_FROM, IMAGE_HASHES, BuildResult
 from buildfleet.results.progress import Progress, RunCounts
 from buildfleet.results.reproducibility import ReproCheck
 from buildfleet.results.writer import ResultWriter, UnsafeResult
@@ -55,7 +55,9 @@ class ResultSink:
     def check(self, result: BuildResult) -> None:
         """Compare a copy that will not be written with the written one, if any."""
         other = result.files.get(IMAGE_HASHES)
-        if other is None:
+        if other is None or COPIED_FROM in result.files:
+            # A copy of another commit's build: its images carry that commit's
+            # build (a version string may name the commit), not a rebuild of this one.
             return
         written = self.writer.written_hashes(result.target, result.sequence)
         if written is None:
@@ -107,6 +109,8 @@ class ResultSink:
             return
         with self._lock:
             self.counts.add(result.return_code, bool(result.stderr), result.host)
+            if COPIED_FROM in result.files:
+                self.counts.skipped += 1
         self.progress.update(result.target, result.host)
         problems = result.files.get(CAPTURE_PROBLEMS)
         if problems:  # kept in the result too (capture.err)
