@@ -317,8 +317,13 @@ def test_summary_same_for_all_three_trees(fleet: Fleet, flags: list[str]) -> Non
         assert run.rc == 0, run
         assert run.stderr == "", run
     assert "initech_rv2" in runs[0].stdout, runs[0]
-    assert runs[1].stdout == runs[0].stdout
-    assert runs[2].stdout == runs[0].stdout
+    # make 4.3 names a failed recipe's line one line early when it reaps the
+    # failure while starting other jobs (see _compiler_lines): which line of
+    # the recipe it names is timing, not the build, so only that number is masked.
+    shown = [re.sub(r"(make: \*\*\* \[Makefile:)\d+:", r"\1N:", run.stdout)
+             for run in runs]
+    assert shown[1] == shown[0]
+    assert shown[2] == shown[0]
 
 
 # ---- routing by toolchain ---------------------------------------------------------------
