@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from buildfleet.fleet.dispatch.costaware import CostAwarePolicy
 from buildfleet.fleet.dispatch.costs import CostModel
-from buildfleet.fleet.dispatch.policy import CostAwarePolicy
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
 from buildfleet.fleet.messages import Quit, QuitAck

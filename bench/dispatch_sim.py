@@ -24,8 +24,9 @@ import random
 import sys
 import time
 
+from buildfleet.fleet.dispatch.costaware import CostAwarePolicy
 from buildfleet.fleet.dispatch.costs import CostModel, Sample
-from buildfleet.fleet.dispatch.policy import CostAwarePolicy, FifoPolicy
+from buildfleet.fleet.dispatch.policy import FifoPolicy
 from buildfleet.fleet.dispatch.simulate import SimMachine, SimResult, simulate
 from buildfleet.model import BuildJob, Commit
 from synthetic_world import World, make_world

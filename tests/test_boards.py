@@ -14,16 +14,15 @@ from buildfleet.boards import (
     HEADER,
     BoardsError,
     boards_cfg_stale,
-    dry_run_term_lines,
     ensure_boards_cfg,
     maintainer_check,
     read_boards_cfg,
     scan_boards,
-    select_boards,
     write_boards_cfg,
 )
 from buildfleet.demo import DemoTree, make_demo_tree
 from buildfleet.model import Board
+from buildfleet.selection import dry_run_term_lines, select_boards
 
 
 @pytest.fixture(scope="module")

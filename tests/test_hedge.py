@@ -24,8 +24,8 @@ from pathlib import Path
 import jsonschema
 
 from buildfleet.build.capture import capture_images
+from buildfleet.fleet.dispatch.costaware import CostAwarePolicy
 from buildfleet.fleet.dispatch.costs import CostModel
-from buildfleet.fleet.dispatch.policy import CostAwarePolicy
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
 from buildfleet.fleet.remote.channel import Channel

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buildfleet.build.makecmd import make_jobs
+from buildfleet.fleet.dispatch.costaware import CostAwarePolicy
 from buildfleet.fleet.dispatch.costs import CostModel, load_history
-from buildfleet.fleet.dispatch.policy import CostAwarePolicy, FifoPolicy
+from buildfleet.fleet.dispatch.policy import FifoPolicy
 from buildfleet.fleet.dispatch.simulate import SimMachine, lower_bound, simulate
 from buildfleet.model import LOCAL, Board, BuildJob, Commit
 from buildfleet.results.history import scan_history

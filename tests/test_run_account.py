@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 
+from buildfleet.fleet.dispatch.costaware import CostAwarePolicy
 from buildfleet.fleet.dispatch.costs import CostModel
-from buildfleet.fleet.dispatch.policy import CostAwarePolicy
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.model import Board, BuildJob, Commit
 from buildfleet.results.progress import RunCounts, completed_line

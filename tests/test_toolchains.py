@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from buildfleet.boards import BoardsError, shared_arch
+from buildfleet.boards import BoardsError
 from buildfleet.model import Board
+from buildfleet.selection import shared_arch
 from buildfleet.settings import Settings, load_settings, parse_settings
 from buildfleet.toolchain_fetch import fetch_arch
 from buildfleet.toolchains import (

@@ -148,8 +148,8 @@ def _source_dir(args: argparse.Namespace) -> Path:
 
 
 def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
-    from buildfleet import boards as boards_mod
     from buildfleet.plan import dry_run_lines, make_plan, remove_old_commit_dirs
+    from buildfleet.selection import shared_arch
     from buildfleet.toolchains import print_prefix, scan_toolchains
 
     src_dir = _source_dir(args)
@@ -175,7 +175,7 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
     if args.summary:  # reads the tree: needs no compiler
         return _summary_flow(args, plan)
     if args.print_arch:  # from the board database: needs no compiler
-        print(boards_mod.shared_arch(plan.boards))
+        print(shared_arch(plan.boards))
         return 0
     toolchains = scan_toolchains(settings)
     if args.print_prefix:

@@ -28,6 +28,7 @@ from buildfleet.results.paths import (
     work_dir,
 )
 from buildfleet.results.reader import is_done, read_done
+from buildfleet.selection import Selection, dry_run_term_lines, select_boards
 from buildfleet.settings import Settings
 from buildfleet.shard import ShardSpec, Split, split_boards
 
@@ -51,7 +52,7 @@ class RunPlan:
     branch: str | None
     all_commits: list[Commit]
     commits: list[Commit]
-    selection: boards_mod.Selection
+    selection: Selection
     base: Path
     threads: int
     jobs: int
@@ -161,10 +162,10 @@ def build_flags(opts: PlanOptions, settings: Settings, selected: list[Board]) ->
     )
 
 
-def select(opts: PlanOptions, all_boards: list[Board]) -> boards_mod.Selection:
+def select(opts: PlanOptions, all_boards: list[Board]) -> Selection:
     board_list = [b for item in opts.boards for b in item.split(",") if b]
     exclude = [x for item in opts.exclude for x in item.split(",") if x]
-    selection = boards_mod.select_boards(all_boards, list(opts.terms), exclude, board_list)
+    selection = select_boards(all_boards, list(opts.terms), exclude, board_list)
     # A typo in a term must not silently shrink the run: refuse it.
     if selection.unmatched_terms:
         raise PlanError("no board matches term " + ", ".join(
@@ -249,8 +250,8 @@ def readjusted(path: Path, flags: BuildFlags) -> bool:
     return recorded_adjustments(path) != flags.adjust_record()
 
 
-def shard_selection(selection: boards_mod.Selection, src_dir: Path, spec: ShardSpec,
-                    costs_file: Path | None) -> tuple[boards_mod.Selection, Split]:
+def shard_selection(selection: Selection, src_dir: Path, spec: ShardSpec,
+                    costs_file: Path | None) -> tuple[Selection, Split]:
     """Keep shard ``spec`` of ``selection``, split by priors and the ``--costs`` file."""
     from buildfleet.fleet.dispatch.costsources import shard_costs
 
@@ -260,7 +261,7 @@ def shard_selection(selection: boards_mod.Selection, src_dir: Path, spec: ShardS
     keep = {b.target for b in mine}
     why = {term: [t for t in targets if t in keep]
            for term, targets in selection.why_selected.items()}
-    return boards_mod.Selection(list(mine), why, selection.not_found,
+    return Selection(list(mine), why, selection.not_found,
                                 selection.unmatched_terms), split
 
 
@@ -338,7 +339,7 @@ def dry_run_lines(plan: RunPlan, verbose: bool) -> list[str]:
     if not plan.current_source:
         for commit in plan.commits:
             lines.append(f"    {(commit.hash or '')[:8]} {commit.subject}")
-    lines += boards_mod.dry_run_term_lines(plan.selection, verbose)
+    lines += dry_run_term_lines(plan.selection, verbose)
     if plan.shard is not None and plan.split is not None:
         lines += shard_lines(plan, verbose)
     return lines

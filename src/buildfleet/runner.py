@@ -24,9 +24,9 @@ from buildfleet.build.makecmd import make_jobs
 from buildfleet.build.workspace import prepare_slots
 from buildfleet.fleet import status as phase
 from buildfleet.fleet.context import Executor, MachineExecutor, RemoteStarter, RunContext
+from buildfleet.fleet.dispatch.costaware import CostAwarePolicy
 from buildfleet.fleet.dispatch.costfile import CostData, update_cache
 from buildfleet.fleet.dispatch.costsources import run_costs, tree_id
-from buildfleet.fleet.dispatch.policy import CostAwarePolicy
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
 from buildfleet.fleet.dispatch.stats import DispatchStats

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 
-from buildfleet.fleet.dispatch.policy import CostAwarePolicy
+from buildfleet.fleet.dispatch.costaware import CostAwarePolicy
 
 
 def expected_remaining(policy: CostAwarePolicy, now: float) -> float | None:

@@ -14,7 +14,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from buildfleet.fleet.dispatch.policy import CostAwarePolicy, FifoPolicy
+from buildfleet.fleet.dispatch.costaware import CostAwarePolicy
+from buildfleet.fleet.dispatch.policy import FifoPolicy
 from buildfleet.fleet.dispatch.stats import DispatchStats
 from buildfleet.model import Board, BuildJob
 

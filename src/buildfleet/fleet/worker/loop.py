@@ -28,7 +28,6 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,6 +66,7 @@ from buildfleet.fleet.protocol import (
     ready_reply,
 )
 from buildfleet.fleet.worker import reaper
+from buildfleet.fleet.worker.feed import InboxFeed, Running
 from buildfleet.fleet.worker.streams import Output, become_leader, cpu_threads, private_streams
 from buildfleet.fleet.worker.threads import ThreadClaim, ThreadsError, claim_free_threads
 from buildfleet.fleet.worker.tools import (
@@ -78,7 +78,7 @@ from buildfleet.fleet.worker.tools import (
     parse_flags,
 )
 from buildfleet.fleet.worker.workdir import WorkDir, WorkDirError, setup_work_dir
-from buildfleet.model import BuildFlags, BuildJob, BuildResult, Commit
+from buildfleet.model import BuildFlags, BuildJob, Commit
 from buildfleet.options import WorkerOptions
 from buildfleet.results.paths import is_safe_name
 
@@ -92,81 +92,6 @@ class _Terminate(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
-
-
-@dataclass
-class _Running:
-    """A board a slot is building."""
-
-    job: BuildJob
-    thread: int
-    sent: set[int] = field(default_factory=set)
-    worst_rc: int = 0
-    start: float = field(default_factory=time.monotonic)
-    last_beat: float = field(default_factory=time.monotonic)
-
-
-class _InboxFeed:
-    """The slot runner's boards from the worker's queue, its results onto the wire.
-
-    One per ``build_prepare`` (``gen``): slots of an older one end.
-    """
-
-    def __init__(self, worker: Worker, gen: int) -> None:
-        self.w = worker
-        self.gen = gen
-        self._runs: dict[str, _Running] = {}  # under the worker's lock, until ``ended``
-
-    def take(self, slot: Slot) -> BuildJob | None:
-        w = self.w
-        with w.lock:
-            while not w.pending and not w.closing and self.gen == w.generation:
-                w.lock.wait()
-            if w.closing or self.gen != w.generation:
-                return None
-            job = w.pending.popleft()
-            run = _Running(job, slot.index)
-            w.running[job.board.target] = self._runs[job.board.target] = run
-            w.busy += 1
-            w.out.send(Heartbeat(job.board.target, slot.index).to_wire())
-        w.dlog(f"start {job.board.target}")
-        return job
-
-    def deliver(self, job: BuildJob, result: BuildResult) -> None:
-        w = self.w
-        with w.lock:
-            run = w.running.get(job.board.target)
-            if run is None or run.job is not job or w.closing:
-                return  # cancelled (or shutting down): nothing more of it is sent
-            run.sent.add(result.sequence)
-            run.worst_rc = max(run.worst_rc, result.return_code)
-            if len(run.sent) >= len(job.commits):
-                # The board is finished: no heartbeat may follow its last result.
-                del w.running[job.board.target]
-            w.out.send({"resp": "build_result", **result.to_wire()})
-
-    def done(self, job: BuildJob) -> None:
-        pass
-
-    def lost(self, job: BuildJob, failure: BuildResult, machine_fault: bool) -> None:
-        # The boss gives the board to another executor on this one result and
-        # keeps the machine's health (the result's ``infra_error`` says why).
-        self.deliver(job, failure)
-        with self.w.lock:
-            run = self.w.running.get(job.board.target)
-            if run is not None and run.job is job:
-                del self.w.running[job.board.target]
-
-    def ended(self, job: BuildJob) -> None:
-        w = self.w
-        with w.lock:
-            w.busy -= 1
-            if (current := w.running.get(job.board.target)) is not None and current.job is job:
-                del w.running[job.board.target]
-            run = self._runs.pop(job.board.target)
-            w.lock.notify_all()
-        w.dlog(f"done {job.board.target} rc={run.worst_rc} in "
-               f"{time.monotonic() - run.start:.1f} s")
 
 
 _Item = bytes | ProtocolError | str | None
@@ -194,7 +119,7 @@ class Worker:
         self.generation = 0
         self.lock = threading.Condition()
         self.pending: deque[BuildJob] = deque()
-        self.running: dict[str, _Running] = {}
+        self.running: dict[str, Running] = {}
         self.busy = 0
         self.runner: SlotRunner | None = None
         self.closing = False
@@ -354,7 +279,7 @@ class Worker:
             if self.builder is None:
                 self._configure(BuildFlags(), {})
             assert self.builder is not None
-            runner = SlotRunner(self.host, self.builder, slots, _InboxFeed(self, gen),
+            runner = SlotRunner(self.host, self.builder, slots, InboxFeed(self, gen),
                                 self._make_jobs, lambda line: self.log(f"W: {line}"),
                                 tracebacks=True)
             with self.lock:
