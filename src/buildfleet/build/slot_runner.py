@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from buildfleet.build.builder import Builder, BuildInterrupted
+from buildfleet.build.cancels import BoardStops
 from buildfleet.build.failure import infra_line, infra_reason, is_infra_exception
 from buildfleet.build.workspace import Slot
 from buildfleet.model import BuildJob, BuildResult
@@ -83,8 +84,7 @@ class SlotRunner:
         self.tracebacks = tracebacks
         self.exceptions = 0
         self._lock = threading.Lock()
-        self._stopping = False
-        self._board_stops: dict[str, threading.Event] = {}
+        self._stops = BoardStops()
         self._ended: list[threading.Event] = []  # one per slot thread, set as it ends
 
     def start(self) -> None:
@@ -110,32 +110,21 @@ class SlotRunner:
 
     def active(self) -> int:
         """Boards being built right now."""
-        with self._lock:
-            return len(self._board_stops)
+        return self._stops.active()
 
     def cancel(self, target: str) -> bool:
         """Stop building ``target`` (its make is killed); False if it was not building."""
-        with self._lock:
-            event = self._board_stops.get(target)
-        if event is None:
-            return False
-        event.set()
-        return True
+        return self._stops.cancel(target)
 
     def stop(self) -> None:
         """Stop every board; slots end once their feed stops giving boards."""
-        with self._lock:
-            self._stopping = True
-            events = list(self._board_stops.values())
-        for event in events:
-            event.set()
+        self._stops.stop_all()
 
     def _run_slot(self, slot: Slot, ended: threading.Event) -> None:
         try:
             while True:
-                with self._lock:
-                    if self._stopping:
-                        return
+                if self._stops.stopping:
+                    return
                 job = self.feed.take(slot)
                 if job is None:
                     return
@@ -148,11 +137,7 @@ class SlotRunner:
 
     def _run_board(self, job: BuildJob, slot: Slot) -> None:
         target = job.board.target
-        board_stop = threading.Event()
-        with self._lock:
-            self._board_stops[target] = board_stop
-            if self._stopping:
-                board_stop.set()
+        board_stop = self._stops.begin(target)
         delivered: set[int] = set()
 
         def sink(result: BuildResult) -> None:
@@ -168,9 +153,7 @@ class SlotRunner:
                                board_stop)
             self.feed.done(job)
         except BuildInterrupted:
-            with self._lock:
-                stopping = self._stopping
-            if stopping:  # (else cancelled: another executor's copy won)
+            if self._stops.stopping:  # (else cancelled: another executor's copy won)
                 self.feed.lost(job, self._failure(job, delivered, "interrupted"), False)
         except _InfraResult as exc:
             self.log(infra_line(self.name, target, exc.result.infra_error or ""))
@@ -187,8 +170,7 @@ class SlotRunner:
             self.feed.lost(job, self._failure(job, delivered, f"exception: {exc}"),
                            is_infra_exception(exc))
         finally:
-            with self._lock:
-                self._board_stops.pop(target, None)
+            self._stops.end(target)
 
     def _failure(self, job: BuildJob, delivered: set[int], reason: str) -> BuildResult:
         """The result that stands for ``job``'s first undelivered commit failing for ``reason``."""

@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
 from buildfleet import PROTOCOL_VERSION, __version__
@@ -325,3 +325,22 @@ def read_line(stream: IO[bytes], limit: int) -> bytes:
         if not chunk or chunk.endswith(b"\n"):
             break
     raise ProtocolError(f"line too long ({total} bytes, limit {limit})")
+
+
+def read_lines(stream: IO[bytes], limit: int) -> Iterator[bytes | ProtocolError]:
+    """Each line of ``stream`` (at most ``limit`` bytes) until its end, for a reader thread.
+
+    A longer line comes as its ProtocolError, and reading goes on at the next
+    one: both sides put what they get into their queue as it comes, so one
+    bad line costs one error reply (worker) or one lost worker (boss), never
+    the reader. OSError/ValueError (the pipe closed under the reader) pass out.
+    """
+    while True:
+        try:
+            line = read_line(stream, limit)
+        except ProtocolError as exc:
+            yield exc
+            continue
+        if not line:
+            return
+        yield line

@@ -26,7 +26,7 @@ from buildfleet.fleet.protocol import (
     ProtocolError,
     decode_reply_line,
     encode_command,
-    read_line,
+    read_lines,
 )
 
 STDERR_TAIL = 20
@@ -87,14 +87,10 @@ class Channel:
         stream = self._proc.stdout
         assert stream is not None
         try:
-            while True:
-                try:
-                    line = read_line(stream, MAX_REPLY_LINE)
-                except ProtocolError as exc:
-                    self._queue.put(exc)
+            for line in read_lines(stream, MAX_REPLY_LINE):
+                if isinstance(line, ProtocolError):
+                    self._queue.put(line)
                     continue
-                if not line:
-                    break
                 self.bytes_received += len(line)
                 try:
                     msg = decode_reply_line(line)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from buildfleet.build.cancels import BoardStops
 from buildfleet.build.failure import infra_line
 from buildfleet.errors import InfraError
 from buildfleet.fleet.dispatch.pool import JobPool
@@ -194,22 +195,18 @@ class RemoteDispatcher:
         self._dropped: set[str] = set()
         self.stats = RemoteStats()
         self._busy_since: float | None = None
-        self._cancel_lock = threading.Lock()
-        self._cancelled: set[str] = set()
+        self._cancelled = BoardStops()  # marks only: the worker stops the make
 
     def cancel(self, target: str) -> None:
         """Another executor won ``target``: ask the worker to drop its copy."""
-        with self._cancel_lock:
-            self._cancelled.add(target)
+        self._cancelled.cancel(target, remember=True)
         try:
             self.session.send(CancelBoard(target))
         except ChannelError:
             pass
 
     def _drop_cancelled(self) -> None:
-        with self._cancel_lock:
-            cancelled = set(self._cancelled)
-        for target in cancelled:
+        for target in self._cancelled.cancelled_targets():
             self.in_flight.pop(target, None)
 
     def run(self) -> None:
@@ -255,9 +252,7 @@ class RemoteDispatcher:
         if not 0 <= index < len(self.sequences):
             raise WorkerLost(f"build_result for unknown commit index {index}")
         result.sequence = self.sequences[index]
-        with self._cancel_lock:
-            cancelled = result.target in self._cancelled
-        if cancelled:
+        if self._cancelled.cancelled(result.target):
             if not result.infra_error:
                 self.sink.check(result)
             return  # a copy that lost the race: its results no longer count

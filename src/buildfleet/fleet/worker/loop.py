@@ -62,7 +62,7 @@ from buildfleet.fleet.protocol import (
     ProtocolError,
     command_from_wire,
     decode_command_line,
-    read_line,
+    read_lines,
     ready_reply,
 )
 from buildfleet.fleet.worker import reaper
@@ -164,15 +164,8 @@ class Worker:
     def read_stdin(self, stream: IO[bytes]) -> None:
         """Reader thread: raw command lines (or errors) into the inbox; None at EOF."""
         try:
-            while True:
-                try:
-                    line = read_line(stream, MAX_COMMAND_LINE)
-                except ProtocolError as exc:
-                    self.inbox.put(exc)
-                    continue
-                if not line:
-                    break
-                if line.strip():
+            for line in read_lines(stream, MAX_COMMAND_LINE):
+                if isinstance(line, ProtocolError) or line.strip():
                     self.inbox.put(line)
         except (OSError, ValueError) as exc:
             self.log(f"W: reading stdin: {exc}")

@@ -93,14 +93,24 @@ def reap(include_own_group: bool, rounds: int = 20) -> int:
         victims.discard(me)
         if not victims:
             return total
-        for pid in victims:
-            if table[pid][1] == pid:
-                _kill(pid, group=True)
-        for pid in victims:
-            _kill(pid, group=False)
-        total += len(victims)
-        time.sleep(0.02)
+        total += _kill_round(victims, table, spare_group=None)
     return total
+
+
+def _kill_round(victims: set[int], table: dict[int, tuple[int, int]],
+                spare_group: int | None) -> int:
+    """SIGKILL ``victims``, each group leader's whole group first (but ``spare_group``).
+
+    ``table`` is ``process_table()``'s {pid: (ppid, pgid)}; returns how many
+    were signalled, after a short pause for the kernel to reap them.
+    """
+    for pid in victims:
+        if table[pid][1] == pid and pid != spare_group:
+            _kill(pid, group=True)
+    for pid in victims:
+        _kill(pid, group=False)
+    time.sleep(0.02)
+    return len(victims)
 
 
 def _cwd_inside(pid: int, root: str) -> bool:
@@ -140,13 +150,7 @@ def reap_inside(directory: Path, rounds: int = 50) -> int:
         victims -= spared
         if not victims:
             return total
-        for pid in victims:
-            if table[pid][1] == pid and table[pid][1] != os.getpgrp():
-                _kill(pid, group=True)
-        for pid in victims:
-            _kill(pid, group=False)
-        total += len(victims)
-        time.sleep(0.02)
+        total += _kill_round(victims, table, spare_group=os.getpgrp())
     return total
 
 
