@@ -16,11 +16,13 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from bfrun import bf_env
 from buildfleet.build.makerun import KCONFIG_LOOP_TEXT
 from buildfleet.fleet.protocol import HEARTBEAT_INTERVAL
 from faultkit import (
@@ -313,6 +315,52 @@ def test_local_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree],
         assert "Not built" not in stdout, stdout
         assert_same_tree(read_tree(out / "demo"), want)
         assert not [e for e in (out / "demo").glob("*/*/err") if "No space" in e.read_text()]
+    finally:
+        subprocess.run(["umount", str(work)], check=False, capture_output=True)
+        if subprocess.run(["mountpoint", "-q", str(work)], check=False).returncode == 0:
+            subprocess.run(["umount", "-l", str(work)], check=False)
+
+
+def test_local_only_disk_full_quarantines_local_and_blames_no_toolchain(
+        demo: tuple[Path, Tree], tmp_path: Path) -> None:
+    """A run without machines whose disk fills up: after two failures this machine is
+    quarantined too, and the boards it could not build are 'Not built' with the reason,
+    never written, and never given the no-toolchain result (the arch has a toolchain)."""
+    tree, want = demo
+    out = tmp_path / "out"
+    work = out / "demo" / ".bm-work"
+    work.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(work)], check=True)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "buildfleet", "-b", "demo", "-T", "2", "-o", str(out)],
+            cwd=tree, env=bf_env({"XDG_CACHE_HOME": str(tmp_path / "cost-cache")}),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not _local_results(out / "demo") and proc.poll() is None:
+                assert time.monotonic() < deadline, "no result within 120 s"
+                time.sleep(0.05)
+            with open(work / "fill", "wb", buffering=0) as f:  # noqa: PTH123 - until ENOSPC
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 20))
+                except OSError:
+                    pass
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 100, stdout + stderr
+        assert "Quarantined local for the rest of the run after 2 failures" in stdout, stdout
+        assert re.search(r"^Not built: \S+: .*out of disk space", stdout, re.M), stdout
+        assert "no executor with a toolchain" not in stdout, stdout
+        got = read_tree(out / "demo")
+        assert got and len(got) < len(want), stdout
+        assert {k: want[k] for k in got} == got  # what was written is right
+        errs = [e.read_text() for e in (out / "demo").glob("*/*/err")]
+        assert not [e for e in errs if "No space" in e or "No tool chain" in e]
     finally:
         subprocess.run(["umount", str(work)], check=False, capture_output=True)
         if subprocess.run(["mountpoint", "-q", str(work)], check=False).returncode == 0:

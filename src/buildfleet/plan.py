@@ -47,6 +47,20 @@ class Previous:
 
 @dataclass
 class RunPlan:
+    """Everything a run decided before building: what to build, where, how.
+
+    ``src_dir`` the source tree, ``git_dir`` its git directory (None for a
+    current-source build); ``all_commits`` the branch's commits and
+    ``commits`` those built (after ``--step``), each with its ``sequence``;
+    ``base`` the output tree's ``<output>/<branch>`` (``bases``: every tree
+    read as one with ``-s``); ``threads`` local slots and ``jobs`` make -j
+    per slot (``jobs_fixed``: given with -j); ``flags`` the build flags every
+    slot and worker uses. ``todo`` holds one job per board with exactly the
+    commits still to build; ``previous`` the results already in the tree
+    (counted, never rebuilt). ``make_plan`` raises PlanError (one line) for
+    options that cannot make a run.
+    """
+
     src_dir: Path
     git_dir: Path | None
     branch: str | None

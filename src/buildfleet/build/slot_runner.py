@@ -70,6 +70,14 @@ class SlotRunner:
     flight (including the one asking). ``log`` takes one line (or a
     traceback if ``tracebacks``); ``name`` (the executor's) starts the line
     that reports an infrastructure failure.
+
+    For each board the feed gets, in order: ``deliver`` per good result,
+    then ``done`` (all delivered) or ``lost`` (a machine failure, a crash or
+    the run's stop: nothing more comes, ``machine_fault`` says whom to
+    blame; a board cancelled because another copy won gets neither), then
+    always ``ended``. ``cancel(target)`` stops one board, ``stop()`` all;
+    ``join(timeout)`` waits at most ``timeout`` s. Nothing raises out of a
+    slot thread: crashes are counted in ``exceptions``.
     """
 
     def __init__(self, name: str, builder: Builder, slots: list[Slot], feed: JobFeed,

@@ -44,7 +44,16 @@ class _PoolFeed:
 
 
 class LocalExecutor:
-    """This machine's slots as one executor of the pool, named ``LOCAL``."""
+    """This machine's slots as one executor of the pool, named ``LOCAL``.
+
+    ``slots`` are the prepared worktrees (one board each at a time);
+    ``make_jobs(active)`` gives make's -j with ``active`` boards in flight.
+    ``start`` returns at once; ``join(timeout)`` (seconds) is True once every
+    slot has ended; setting ``stop`` stops every board (its make killed).
+    ``exceptions`` counts slot crashes (bugs, exit 102); a board that fails
+    for the machine goes back to the pool and counts against ``local``'s
+    health. Raises nothing: every failure ends as a result or in the pool.
+    """
 
     name = LOCAL
 

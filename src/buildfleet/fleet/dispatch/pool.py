@@ -19,6 +19,21 @@ CancelHook = Callable[[str], None]
 
 
 class JobPool:
+    """The one pool of board jobs every executor pulls from, around a pure policy.
+
+    Thread-safe. Executors are named by machine (``model.LOCAL`` for this
+    one). ``take(name)`` blocks until the policy gives executor ``name`` a
+    ``BuildJob`` (a board and the commits still to build), or returns None
+    once it will get no more (every job finished or abandoned, the rest only
+    others can build, the machine is quarantined, or the pool is closed). An
+    executor reports each job with ``finished`` (every result delivered;
+    False if its copy no longer counts) or ``failed`` (back to the pool; too
+    many failures abandon it), and each failure of its machine with
+    ``machine_failed`` (True when that one quarantines it). ``clock`` gives
+    seconds (monotonic). Nothing here raises for an unknown executor or board:
+    it is simply not served.
+    """
+
     def __init__(self, policy: FifoPolicy, jobs: list[BuildJob],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy

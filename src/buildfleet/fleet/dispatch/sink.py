@@ -32,6 +32,17 @@ WRITER_THREADS = 4
 
 
 class ResultSink:
+    """Where every executor's results go: owner check, written once, counted.
+
+    ``accept(executor, result)`` is True when the result will be written
+    (by the sink's own ``WRITER_THREADS`` threads; ``flush``/``close`` wait
+    for them), False when it is late or a duplicate (then only compared with
+    the written one, for the reproducibility check); it raises
+    ``UnsafeResult`` for names that would leave the output tree, and the
+    caller gives up the executor that sent it. ``discarded`` counts the
+    results not written; ``counts`` and ``progress`` see each written one.
+    """
+
     def __init__(self, pool: JobPool, writer: ResultWriter, counts: RunCounts,
                  progress: Progress, on_written: Callable[[BuildResult], None] | None = None,
                  log: Callable[[str], None] | None = None) -> None:

@@ -81,7 +81,18 @@ def _summarise(msg: dict[str, Any]) -> str:
 
 
 class RemoteExecutor:
-    """One machine of the fleet: start-up, then dispatch, in its own thread."""
+    """One machine of the fleet: start-up, then dispatch, in its own thread.
+
+    ``status`` is the machine as probed (toolchains, ``max_boards``); ``tip``
+    the commit pushed and ``commit_hashes`` the commits its worker prepares
+    (one per plan commit, in order); ``work_key`` names this boss's work
+    directory there. ``start`` returns at once; ``join(timeout)`` (seconds)
+    is True once the machine is done, given up or quarantined; ``abort``
+    (Ctrl-C) tells its worker to quit, bounded. It raises nothing: a busy
+    machine is waited for, an unusable one said once (``gone_reason``), a
+    lost worker counted in the pool's machine health and restarted until
+    the machine is quarantined.
+    """
 
     def __init__(self, status: MachineStatus, ctx: RunContext, session: SshSession,
                  settings: Settings, tip: str, commit_hashes: list[str],
