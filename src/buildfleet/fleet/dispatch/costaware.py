@@ -13,6 +13,7 @@ import heapq
 from collections.abc import Callable
 
 from buildfleet.fleet.dispatch.costs import CostModel
+from buildfleet.fleet.dispatch.eta import expected_remaining
 from buildfleet.fleet.dispatch.policy import FifoPolicy, JobState
 from buildfleet.fleet.dispatch.refit import RunLearner
 from buildfleet.model import Board, BuildJob
@@ -108,8 +109,6 @@ class CostAwarePolicy(FifoPolicy):
 
     def expected_remaining(self, now: float) -> float | None:
         """Seconds until every board is expected done (``eta.expected_remaining``)."""
-        from buildfleet.fleet.dispatch.eta import expected_remaining  # (eta reads this class)
-
         return expected_remaining(self, now)
 
     def losers(self, target: str) -> list[str]:

@@ -9,11 +9,30 @@ decides and never predicts for display.
 from __future__ import annotations
 
 import heapq
+from typing import Protocol
 
-from buildfleet.fleet.dispatch.costaware import CostAwarePolicy
+from buildfleet.fleet.dispatch.costs import CostModel
+from buildfleet.fleet.dispatch.policy import ExecutorState
+from buildfleet.fleet.dispatch.stats import DispatchStats
 
 
-def expected_remaining(policy: CostAwarePolicy, now: float) -> float | None:
+class Plannable(Protocol):
+    """What the ETA reads of a policy (``CostAwarePolicy`` has it all)."""
+
+    pending: list[str]
+    executors: dict[str, ExecutorState]
+    finished_targets: set[str]
+    stats: DispatchStats
+    costs: CostModel
+
+    def cost_of(self, target: str) -> float: ...
+
+    def slot_plan(self, now: float) -> dict[str, list[float]]: ...
+
+    def buildable_by(self, name: str, target: str) -> bool: ...
+
+
+def expected_remaining(policy: Plannable, now: float) -> float | None:
     """Seconds until the last board is expected to end, or None when it cannot tell.
 
     The pending boards, longest first, are placed on the slot each usable

@@ -9,16 +9,16 @@ heartbeat.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from buildfleet.build.builder import Slot
 from buildfleet.fleet.messages import Heartbeat
+from buildfleet.fleet.worker.streams import Output
 from buildfleet.model import BuildJob, BuildResult
-
-if TYPE_CHECKING:
-    from buildfleet.fleet.worker.loop import Worker
 
 
 @dataclass
@@ -33,13 +33,27 @@ class Running:
     last_beat: float = field(default_factory=time.monotonic)
 
 
+class WorkerState(Protocol):
+    """What the feed shares with the worker (``loop.Worker``), all under ``lock``."""
+
+    lock: threading.Condition
+    pending: deque[BuildJob]
+    running: dict[str, Running]
+    busy: int
+    closing: bool
+    generation: int
+    out: Output
+
+    def dlog(self, msg: str) -> None: ...
+
+
 class InboxFeed:
     """The slot runner's boards from the worker's queue, its results onto the wire.
 
     One per ``build_prepare`` (``gen``): slots of an older one end.
     """
 
-    def __init__(self, worker: Worker, gen: int) -> None:
+    def __init__(self, worker: WorkerState, gen: int) -> None:
         self.w = worker
         self.gen = gen
         self._runs: dict[str, Running] = {}  # under the worker's lock, until ``ended``
