@@ -88,10 +88,10 @@ class KconfigLoop:
         return False
 
 
-def kill_group(pgid: int) -> None:
-    """SIGKILL a process group this process created (gone already: nothing to do)."""
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal (SIGKILL) a process group this process created (gone already: nothing to do)."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 

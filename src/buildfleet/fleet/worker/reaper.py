@@ -14,6 +14,8 @@ import signal
 import time
 from pathlib import Path
 
+from buildfleet.build.makerun import kill_group
+
 PROC = Path("/proc")
 
 
@@ -83,7 +85,7 @@ def reap(include_own_group: bool, rounds: int = 20) -> int:
         if not table:
             if include_own_group:
                 old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                _kill_group_term(os.getpgrp())
+                kill_group(os.getpgrp(), signal.SIGTERM)
                 signal.signal(signal.SIGTERM, old)
             return total
         victims = descendants(me, table)
@@ -152,11 +154,3 @@ def reap_inside(directory: Path, rounds: int = 50) -> int:
             return total
         total += _kill_round(victims, table, spare_group=os.getpgrp())
     return total
-
-
-def _kill_group_term(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
-
