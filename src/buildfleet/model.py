@@ -104,6 +104,8 @@ class BuildFlags:
     jobserver: bool = True
     # Copy the previous commit's result where a commit cannot change it (build.skip).
     skip_unchanged: bool = True
+    # Keep each board's O= between runs (build.keep), within this many MB; 0: do not.
+    keep_build_dirs_mb: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -138,6 +140,10 @@ class BuildFlags:
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                     raise ValueError("build_timeout must be a number of seconds (0: none)")
                 kwargs[key] = float(value)
+            elif key == "keep_build_dirs_mb":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError("keep_build_dirs_mb must be a whole number of MB (0: none)")
+                kwargs[key] = value
             elif key in ("override_toolchain", "make_target"):
                 if value is not None and not isinstance(value, str):
                     raise ValueError(f"{key} must be a string or null")

@@ -173,6 +173,7 @@ def build_flags(opts: PlanOptions, settings: Settings, selected: list[Board]) ->
                            if t is not None),
         jobserver=not opts.no_jobserver,
         skip_unchanged=settings.skip_unchanged and not opts.no_skip,
+        keep_build_dirs_mb=settings.keep_build_dirs_mb,
     )
 
 

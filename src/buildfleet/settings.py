@@ -32,7 +32,7 @@ ALLOW_MISSING_WORDS = ("always", "multiple", "branch")
 AVAILABILITY_KEYS = ("busy_load", "min_disk_mb", "min_mem_mb")
 BOOL_GLOBAL_KEYS = ("skip_unchanged",)
 GLOBAL_KEYS = ("allow-missing", "fetch-url", "build_timeout", "build-timeout",
-               *BOOL_GLOBAL_KEYS, *AVAILABILITY_KEYS)
+               "keep_build_dirs_mb", *BOOL_GLOBAL_KEYS, *AVAILABILITY_KEYS)
 MACHINE_KEYS = ("max_boards", *AVAILABILITY_KEYS)
 FREE_SECTIONS = ("toolchain", "toolchain-prefix", "toolchain-alias", "toolchain-wrapper",
                  "make-flags", "machines")
@@ -82,6 +82,10 @@ x86 = i386
 # Copy the previous commit's result where a commit cannot change a board's
 # result, instead of building it (--no-skip for one run):
 # skip_unchanged = true
+# Keep each board's build directory between branch builds, so the next run
+# (a re-check after a rebase) builds incrementally; the least recently built
+# go first beyond this many MB (0: keep none):
+# keep_build_dirs_mb = 0
 # Availability of machines for --dist (defaults shown):
 # busy_load = 0.8
 # min_disk_mb = 1000
@@ -130,6 +134,7 @@ class Settings:
     fetch_url: str | None = None
     build_timeout: float | None = None  # seconds; 0 = no limit; None = the default
     skip_unchanged: bool = True  # [global] skip_unchanged: see build.skip
+    keep_build_dirs_mb: int = 0  # [global] keep_build_dirs_mb: see build.keep
 
     def make_flags_for(self, target: str) -> list[str]:
         """The extra make arguments for board ``target`` (buildman's rules)."""
@@ -289,6 +294,9 @@ def parse_settings(text: str, path: Path, shown: str | None = None) -> Settings:
     for key in ("build_timeout", "build-timeout"):
         if key in glob:
             settings.build_timeout = float(_number(float, glob[key], shown, "global", key))
+    if "keep_build_dirs_mb" in glob:
+        settings.keep_build_dirs_mb = int(_number(int, glob["keep_build_dirs_mb"], shown,
+                                                  "global", "keep_build_dirs_mb"))
     if "skip_unchanged" in glob:
         settings.skip_unchanged = _boolean(glob["skip_unchanged"], shown, "global",
                                            "skip_unchanged")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildfleet import gitutil
-from buildfleet.build import adjust, capture, skip
+from buildfleet.build import adjust, capture, keep, skip
 from buildfleet.build.jobserver import Jobserver
 from buildfleet.build.makecmd import STALE_ELFS, build_targets, common_args
 from buildfleet.build.makerun import BuildInterrupted, run_make
@@ -141,6 +141,7 @@ class Builder:
         # of git once per commit pair (keyed by hashes, never by position).
         self._changed: dict[tuple[str, str], list[str]] = {}
         self._changed_lock = threading.Lock()
+        self._trees = keep.Worktrees()
 
     def changed_files(self, worktree: Path, old: str, new: str) -> list[str]:
         with self._changed_lock:
@@ -178,6 +179,32 @@ class Builder:
         fixed = out_dir is not None and slot.fixed_out is not None
         if fixed and out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)  # -w: the user's directory, never wiped
+        # Kept directories (build.keep): the board's own O=, in the worktree that made it.
+        pooled = (out_dir is not None and not fixed and slot.checkout
+                  and self.flags.keep_build_dirs_mb > 0)
+        kept = keep.acquire(slot.out_root.parent, board.target) if pooled else None
+        if pooled:
+            slot = self._trees.take(slot, keep.worktree_of(kept.path) if kept else None)
+            # Held by another run sharing this output tree: the slot's O=, from clean.
+            out_dir = kept.path if kept is not None else slot.out_root / "build"
+        # The worktree too: kbuild records its absolute path in objects (build.keep).
+        print_ = keep.fingerprint(self.flags.to_dict(), tc.toolchain_file(0)
+                                  + env.get("CROSS_COMPILE", "") + str(slot.source_dir))
+        try:
+            self._build_job(job, slot, make_jobs, sink, stop, tc, env, out_dir, fixed, kept,
+                            print_)
+        finally:
+            if pooled:
+                self._trees.give_back(slot)
+            if kept is not None:
+                keep.evict(kept.path.parent, self.flags.keep_build_dirs_mb, keep=kept.path)
+                kept.release()
+
+    def _build_job(self, job: BuildJob, slot: Slot, make_jobs: Callable[[], int], sink: Sink,
+                   stop: threading.Event, tc: Toolchain, env: dict[str, str],
+                   out_dir: Path | None, fixed: bool, kept: keep.KeptDir | None,
+                   print_: str) -> None:
+        board = job.board
         need_config = True
         keep_config = False
         previous: str | None = None
@@ -200,6 +227,16 @@ class Builder:
             mrproper = self.flags.mrproper
             if keep_config and unfinished(out_dir or slot.source_dir):
                 keep_config = False
+            if index == 0 and kept is not None and out_dir is not None:
+                # As if the kept directory's commit had been built just before this one.
+                resume = (None if self.flags.force_build else
+                          keep.resume(out_dir, board.target, print_, slot.source_dir))
+                if resume is not None and commit.hash is not None:
+                    previous = resume
+                    need_config = keep.needs_config(
+                        self.changed_files(slot.source_dir, resume, commit.hash),
+                        slot.source_dir / "configs" / f"{board.defconfig}_defconfig",
+                        (*self.flags.fragments, *(f"{f}.config" for f in board.fragments)))
             if out_dir is not None and not fixed:
                 if index == 0 and self.flags.force_build:
                     wipe_out_dir(out_dir, board.target)
@@ -244,6 +281,12 @@ class Builder:
             if outcome.stderr:
                 forget_objects(out_dir, slot.source_dir, outcome.stderr)
             previous = commit.hash
+            if kept is not None and out_dir is not None:
+                if outcome.stopped or outcome.killed or commit.hash is None:
+                    keep.clear_state(out_dir)
+                else:
+                    keep.write_state(out_dir, commit.hash, print_, outcome.return_code == 0,
+                                     slot.source_dir)
             result = self._result(board.target, commit, tc, env, out_dir or slot.source_dir,
                                   outcome, time.monotonic() - start, slot)
             deps.clear()
@@ -258,12 +301,9 @@ class Builder:
                 raise
 
     def _may_skip(self, slot: Slot) -> bool:
-        """May a commit of this run be skipped at all (``build.skip``)?
-
-        Not when asked not to (``--no-skip``), nor where every commit is to be
-        configured or cleaned anyway (``-C``, ``-m``), nor with ``-V`` (the log
-        lists the commands make ran), nor without a checkout per commit.
-        """
+        """May a commit be skipped at all (build.skip)? Not with ``--no-skip``, ``-C``,
+        ``-m`` (every commit configured or cleaned), ``-V`` (the log lists make's
+        commands) or without a checkout per commit."""
         flags = self.flags
         return (flags.skip_unchanged and slot.checkout and not flags.in_tree
                 and not flags.force_reconfig and not flags.mrproper
@@ -272,11 +312,8 @@ class Builder:
     def _unchanged(self, target: str, slot: Slot, out_dir: Path, previous: str,
                    commit: Commit, last: BuildResult, deps: list[frozenset[str] | None],
                    make_jobs: Callable[[], int], start: float) -> BuildResult | None:
-        """``last`` copied for ``commit`` if the commit cannot change it, else None.
-
-        ``deps`` caches the dependency files' paths of the build in ``out_dir``
-        (empty: not read yet; the caller empties it after each build).
-        """
+        """``last`` copied for ``commit`` if the commit cannot change it, else None;
+        ``deps`` caches what the dependency files of ``out_dir`` name (emptied after a build)."""
         if commit.hash is None or unfinished(out_dir):
             return None
 

@@ -1,0 +1,256 @@
+"""Kept build directories: each board's O= survives the run, so the next starts incremental.
+
+A re-check after a rebase builds the new upstream commit first: from a clean
+directory that is a full build of every board, though the rebase changed a
+few files. So a branch build gives each board its own O= directory
+(``.bm-work/<target>``, buildman's ``-P`` layout) and keeps it; the next run
+takes the board up from the commit the directory was last built at, as if
+that commit had been the previous one of the same run (configure only if a
+configuration input changed, warnings kept by ``forget_objects``).
+
+- A state file in O= (``KEEP_STATE``: JSON ``commit``, ``fingerprint``,
+  ``ok``, ``bytes``) is written after every make that ended by itself; only
+  an ``ok`` one (return code 0) is built on without a configure, and a stopped
+  or killed make removes it (its unfinished marker gets the directory wiped).
+- The fingerprint is what must be equal for objects to be reused: the build
+  flags that reach make, the toolchain, and the slot's worktree (kbuild
+  records the source tree's absolute path in each object's command line and
+  debug info, so objects made from another worktree would all be rebuilt, or
+  mixed into the image's debug strings). A directory with another is wiped.
+- A directory is used under an exclusive ``flock`` of ``.<target>.lock`` beside
+  it, held for the board's whole job: two runs sharing an output tree never
+  build in one directory at once (the second builds in its slot's own O=,
+  from clean), and eviction takes the same lock.
+- The disk budget (``[global] keep_build_dirs_mb``) is kept by evicting the
+  least recently built directories (by their state file's time) after each
+  board; sizes come from the state files, so no tree walk per eviction.
+- The unfinished-make marker still wins: such a directory is wiped.
+
+Stdlib and ``buildfleet`` only: workers run this on a bare ``python3``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from buildfleet import gitutil
+from buildfleet.build.workspace import BOARD_MARKER, Slot, unfinished, wipe_out_dir
+
+KEEP_STATE = ".buildfleet-kept"
+DEFAULT_KEEP_MB = 8192
+_IRRELEVANT = frozenset({"build_timeout", "force_build", "jobserver", "skip_unchanged",
+                         "keep_build_dirs_mb", "per_board_out_dir"})
+
+
+@dataclass
+class KeptDir:
+    """A board's kept O= directory, locked by this process until :meth:`release`."""
+
+    path: Path
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = -1
+
+
+def fingerprint(flags: dict[str, object], toolchain: str) -> str:
+    """What objects in a kept directory were built with: flags reaching make, toolchain."""
+    relevant = {k: v for k, v in sorted(flags.items()) if k not in _IRRELEVANT}
+    text = json.dumps([relevant, toolchain], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _lock_path(root: Path, target: str) -> Path:
+    return root / f".{target}.lock"
+
+
+def acquire(root: Path, target: str) -> KeptDir | None:
+    """Lock ``root/target`` for this job; None if another run holds it (or it cannot be locked)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(_lock_path(root, target), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o666)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return KeptDir(root / target, fd)
+
+
+def worktree_of(out_dir: Path) -> Path | None:
+    """The worktree a kept directory was last built from, if recorded."""
+    state = read_state(out_dir)
+    tree = state.get("worktree") if state else None
+    return Path(tree) if isinstance(tree, str) else None
+
+
+class Worktrees:
+    """Which slot worktree each running job builds in, shared by a machine's slots.
+
+    A kept directory is only worth building on from the worktree that made
+    it, so a job may take another slot's worktree when it is free. Every slot
+    brings its own worktree and each job holds exactly one, so a free one is
+    always found: the trees of the slots that have started outnumber the
+    jobs holding one by at least the asker's.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[Path, Slot] = {}
+        self._busy: set[Path] = set()
+
+    def take(self, slot: Slot, want: Path | None) -> Slot:
+        """The slot to build in: ``slot`` with the worktree ``want`` if free, else its
+        own if free, else any free one (``source_dir`` and ``out_root`` swapped)."""
+        with self._lock:
+            self._known.setdefault(slot.source_dir, slot)
+            free = [t for t in self._known if t not in self._busy]
+            for choice in (want, slot.source_dir, *free):
+                if choice is not None and choice in self._known and choice not in self._busy:
+                    self._busy.add(choice)
+                    other = self._known[choice]
+                    return replace(slot, source_dir=other.source_dir, out_root=other.out_root)
+        raise RuntimeError("no free worktree")  # unreachable: see the class docstring
+
+    def give_back(self, slot: Slot) -> None:
+        with self._lock:
+            self._busy.discard(slot.source_dir)
+
+
+def read_state(out_dir: Path) -> dict[str, object] | None:
+    """The kept directory's state, or None (absent, unreadable, or not ours)."""
+    try:
+        data = json.loads((out_dir / KEEP_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for top, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def write_state(out_dir: Path, commit: str, print_: str, ok: bool, worktree: Path) -> None:
+    """Record that ``out_dir`` holds a build of ``commit`` made with ``print_``
+    in ``worktree`` (``ok``: make ended by itself with return code 0)."""
+    state = {"commit": commit, "fingerprint": print_, "ok": ok, "bytes": _size(out_dir),
+             "worktree": str(worktree)}
+    tmp = out_dir / f"{KEEP_STATE}.tmp"
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    os.replace(tmp, out_dir / KEEP_STATE)
+
+
+def clear_state(out_dir: Path) -> None:
+    (out_dir / KEEP_STATE).unlink(missing_ok=True)
+
+
+def resume(out_dir: Path, target: str, print_: str, source_dir: Path) -> str | None:
+    """The commit a kept ``out_dir`` holds a good build of, if it may be built on.
+
+    None for a directory a make did not finish, another board's, one without
+    state or whose last build failed, or whose commit the repository lacks
+    (the caller then configures, as for a first commit); a directory built
+    with another fingerprint is wiped as well.
+    """
+    if unfinished(out_dir):
+        return None
+    try:
+        owner = (out_dir / BOARD_MARKER).read_text().strip()
+    except OSError:
+        return None
+    state = read_state(out_dir)
+    if owner != target or state is None:
+        return None
+    if state.get("fingerprint") != print_:
+        wipe_out_dir(out_dir, target)
+        return None
+    commit = state.get("commit")
+    if not state.get("ok") or not isinstance(commit, str):
+        return None
+    try:
+        gitutil.git(["rev-parse", "-q", "--verify", f"{commit}^{{commit}}"], cwd=source_dir)
+    except gitutil.GitError:
+        return None
+    return commit
+
+
+def needs_config(changed: list[str], defconfig: Path, fragments: tuple[str, ...]) -> bool:
+    """Must a board be configured again on its kept directory, given the files
+    changed since that directory's commit?
+
+    Narrower than the rule after a failed build (any defconfig there): a
+    rebase brings in every other board's defconfig changes, which cannot touch
+    this board's ``.config`` unless its own defconfig ``#include``s one. Yes
+    for Kconfig files, ``scripts/kconfig/``, the top Makefile, any ``.config``
+    fragment, its own defconfig (``defconfig``, at the new commit), and any
+    other defconfig when its own includes others (or cannot be read).
+    """
+    own = defconfig.name
+    try:
+        includes = "#include" in defconfig.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        includes = True
+    names = set(fragments)
+    for name in changed:
+        base = name.rsplit("/", 1)[-1]
+        if (base.startswith("Kconfig") or name.startswith("scripts/kconfig/")
+                or name == "Makefile" or base.endswith(".config") or base in names
+                or base == own):
+            return True
+        if includes and (base.endswith("_defconfig") or name.startswith("configs/")):
+            return True
+    return False
+
+
+def evict(root: Path, budget_mb: int, keep: Path | None = None) -> list[str]:
+    """Remove the least recently built kept directories under ``root`` until the
+    rest fit in ``budget_mb``; ``keep`` (the caller's, still locked) is never
+    removed, nor a directory another run holds. Returns the targets removed."""
+    dirs: list[tuple[float, int, str]] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return []
+    for entry in entries:
+        state_path = os.path.join(entry.path, KEEP_STATE)
+        try:
+            st = os.stat(state_path)
+            size = int(json.loads(Path(state_path).read_text(encoding="utf-8"))["bytes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        dirs.append((st.st_mtime, size, entry.name))
+    total = sum(size for _, size, _ in dirs)
+    removed = []
+    for _, size, name in sorted(dirs):
+        if total <= budget_mb * 1024 * 1024:
+            break
+        if keep is not None and root / name == keep:
+            continue
+        held = acquire(root, name)
+        if held is None:
+            continue  # in use by another run
+        try:
+            shutil.rmtree(root / name, ignore_errors=True)
+        finally:
+            held.release()
+        total -= size
+        removed.append(name)
+    return removed
