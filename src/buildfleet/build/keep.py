@@ -101,8 +101,8 @@ class Worktrees:
     A kept directory is only worth building on from the worktree that made
     it, so a job may take another slot's worktree when it is free. Every slot
     brings its own worktree and each job holds exactly one, so a free one is
-    always found: the trees of the slots that have started outnumber the
-    jobs holding one by at least the asker's.
+    always found: the known trees (at least one per started slot) outnumber
+    the jobs holding one by at least the asker's.
     """
 
     def __init__(self) -> None:
@@ -115,6 +115,11 @@ class Worktrees:
         own if free, else any free one (``source_dir`` and ``out_root`` swapped)."""
         with self._lock:
             self._known.setdefault(slot.source_dir, slot)
+            if (want is not None and want not in self._known
+                    and want.parent == slot.source_dir.parent and (want / ".git").is_file()):
+                # A sibling slot worktree whose slot has not started yet (or of an
+                # earlier run with more slots): a branch slot's out_root is its worktree.
+                self._known[want] = replace(slot, source_dir=want, out_root=want)
             free = [t for t in self._known if t not in self._busy]
             for choice in (want, slot.source_dir, *free):
                 if choice is not None and choice in self._known and choice not in self._busy:
