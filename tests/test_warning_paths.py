@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from buildfleet.build.builder import forget_objects
+from buildfleet.build.warned import forget_objects
 
 WARNS = "int f(void)\n{\n\tint unused_flag;\n\treturn 0;\n}\n"
 

@@ -6,7 +6,7 @@ few files. So a branch build gives each board its own O= directory
 (``.bm-work/<target>``, buildman's ``-P`` layout) and keeps it; the next run
 takes the board up from the commit the directory was last built at, as if
 that commit had been the previous one of the same run (configure only if a
-configuration input changed, warnings kept by ``forget_objects``).
+configuration input changed, warnings kept by ``warned.forget_objects``).
 
 - A state file in O= (``KEEP_STATE``: JSON ``commit``, ``fingerprint``,
   ``ok``, ``bytes``) is written after every make that ended by itself; only
