@@ -416,3 +416,64 @@ def test_eta_unknown_without_history_until_a_board_finished() -> None:
     assert policy.finished("local", "a", 10.0)  # 10 s for an estimate of 2 (two commits)
     eta = expected_remaining(policy, 10.0)
     assert eta is not None and eta > 0
+
+
+def test_a_failed_or_copied_result_never_makes_a_board_look_cheap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on a real tree: sandbox failed after seconds (a host tool missing),
+    the cache learnt it was cheap, and the next run, with the tool back,
+    started it last and ran it alone in the tail. A failed build's time is a
+    lower bound; a result the skip copied is no build at all."""
+    from buildfleet.fleet.dispatch.costfile import CostData, load_cache, update_cache
+    from buildfleet.results.history import scan_base
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tree = tmp_path / "tree"
+    tree.mkdir()
+
+    def run(name: str, results: dict[str, tuple[str, str]], copied: tuple[str, ...] = ()) -> None:
+        base = tmp_path / name / "current"
+        for target, (seconds, done) in results.items():
+            write_result(base / target, seconds)
+            (base / target / "done").write_text(done + "\n")
+        for target in copied:
+            write_result(base / target, "0.02")
+            (base / target / "copied-from").write_text("abc123\n")
+        assert update_cache(tree, CostData.from_samples(scan_base(base))) is None
+
+    run("r1", {"sandbox": ("220.0", "0"), "qemu_arm": ("280.0", "0")})
+    run("r2", {"sandbox": ("6.5", "2"), "qemu_arm": ("300.0", "0")}, copied=("am335x_evm",))
+    cached, problem = load_cache(tree)
+    assert problem is None
+    assert cached.durations == {"sandbox": {LOCAL: 220.0}, "qemu_arm": {LOCAL: 300.0}}
+
+    # A board that only ever failed is known by its longest failure, raised by a
+    # longer one, replaced by its first good build.
+    run("r3", {"zynq": ("40.0", "2")})
+    run("r4", {"zynq": ("90.0", "1")})
+    assert load_cache(tree)[0].durations["zynq"] == {LOCAL: 90.0}
+    run("r5", {"zynq": ("60.0", "0")})
+    assert load_cache(tree)[0].durations["zynq"] == {LOCAL: 60.0}
+
+
+def test_a_failed_board_in_the_run_says_nothing_of_its_siblings() -> None:
+    """The refit during a run: a board whose make failed after a few seconds
+    must not make the unbuilt boards of its SoC look cheap (they would run
+    last, alone); a failure that took longer than expected still counts."""
+    from buildfleet.fleet.dispatch.refit import RunLearner
+
+    boards = [Board("am1", "arm", "armv7", "am33xx"), Board("am2", "arm", "armv7", "am33xx"),
+              Board("am3", "arm", "armv7", "am33xx")]
+    costs = CostModel(board_seconds={"am1": 200.0}, boards={b.target: b for b in boards})
+    costs.refit()
+    learner = RunLearner(costs)
+    before = costs.estimate(boards[2])
+    learner.finished("local", boards[1], 1, 4.0, 1.0, failed=True)
+    learner.refit([])
+    assert costs.estimate(boards[1]) == pytest.approx(before)
+    assert costs.estimate(boards[2]) == pytest.approx(before)
+    learner.finished("local", boards[1], 1, 900.0, 1.0, failed=True)
+    learner.refit([])
+    assert costs.estimate(boards[1]) == pytest.approx(900.0)
+    learner.finished("local", boards[0], 1, 4.0, 1.0)  # a good build: taken as it is
+    assert costs.estimate(boards[0]) == pytest.approx(4.0)

@@ -24,15 +24,20 @@ class _PoolFeed:
         self.pool = pool
         self.sink = sink
         self.log = log
+        self.failed: set[str] = set()  # targets with a failed make in the job being built
 
     def take(self, slot: Slot) -> BuildJob | None:
         return self.pool.take(LOCAL)
 
     def deliver(self, job: BuildJob, result: BuildResult) -> None:
         self.sink.accept(LOCAL, result)
+        if result.return_code:
+            self.failed.add(job.board.target)
 
     def done(self, job: BuildJob) -> None:
-        self.pool.finished(LOCAL, job.board.target)
+        target = job.board.target
+        self.pool.finished(LOCAL, target, failed=target in self.failed)
+        self.failed.discard(target)
 
     def lost(self, job: BuildJob, failure: BuildResult, machine_fault: bool) -> None:
         self.pool.failed(LOCAL, job.board.target, failure.infra_error or "failed")

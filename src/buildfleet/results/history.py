@@ -5,7 +5,12 @@ format lives beside it). The cost model (``fleet.dispatch.costs``) learns
 from these samples; it never walks the tree itself.
 
 Every result records its ``duration`` (seconds, decimal) and, when built
-remotely, the ``host`` that built it. Read with one ``os.scandir`` per
+remotely, the ``host`` that built it. Not every duration is a build's cost:
+a result copied by the skip (``copied-from``) took no build at all and is
+left out, and a failed build (``done`` not 0) stopped where it failed, so it
+is marked: its time is only a lower bound of what the board costs once it
+builds (a board that failed at once because a host tool was missing must
+not be scheduled last when the tool is back). Read with one ``os.scandir`` per
 directory and one open per file, no stat storms: a world tree is 1,500
 boards × N commits.
 """
@@ -16,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildfleet.model import LOCAL
+from buildfleet.model import COPIED_FROM, LOCAL
 from buildfleet.results.paths import is_commit_dir
 
 
@@ -27,6 +32,7 @@ class Sample:
     target: str
     host: str
     seconds: float
+    failed: bool = False  # make failed: ``seconds`` is a lower bound of the board's cost
 
 
 def _read_small(path: str) -> str | None:
@@ -53,9 +59,12 @@ def _scan_targets(commit_path: str, out: list[Sample]) -> None:
             seconds = float(text.strip())
         except ValueError:
             continue
+        if os.path.exists(os.path.join(entry.path, COPIED_FROM)):
+            continue  # the skip copied it: no build took this long
         host_text = _read_small(os.path.join(entry.path, "host"))
         host = host_text.strip() if host_text else LOCAL
-        out.append(Sample(entry.name, host, seconds))
+        done = (_read_small(os.path.join(entry.path, "done")) or "").split()
+        out.append(Sample(entry.name, host, seconds, failed=bool(done) and done[0] != "0"))
 
 
 def scan_history(output_root: Path) -> list[Sample]:

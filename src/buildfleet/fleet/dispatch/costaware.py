@@ -201,7 +201,7 @@ class CostAwarePolicy(FifoPolicy):
         self.stats.executors[name].hedges += 1
         return js.job
 
-    def finished(self, name: str, target: str, now: float) -> bool:
+    def finished(self, name: str, target: str, now: float, failed: bool = False) -> bool:
         """As FifoPolicy; on True, :meth:`losers` names the copies to cancel.
 
         The winner's time also refits the cost model: boards still pending
@@ -212,12 +212,12 @@ class CostAwarePolicy(FifoPolicy):
         others = sorted(o for o in js.owners if o != name) if js is not None else []
         start = self._started.get((name, target))
         state = self.executors.get(name)
-        won = super().finished(name, target, now)
+        won = super().finished(name, target, now, failed=failed)
         if won and others:
             self._losers[target] = others
         if won and js is not None and start is not None and state is not None:
             self.learner.finished(name, js.job.board, len(js.job.commits), now - start,
-                                  state.speed)
+                                  state.speed, failed=failed)
         return won
 
     def cost_of(self, target: str) -> float:

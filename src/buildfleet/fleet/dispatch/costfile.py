@@ -47,30 +47,57 @@ class CostFileError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class CostData:
-    """Seconds per board-commit, per target and host: what a cost file holds."""
+    """Seconds per board-commit, per target and host: what a cost file holds.
+
+    ``at_least`` names the (target, host) pairs whose seconds come only from
+    failed builds: a lower bound, which raises a known cost but never lowers
+    it when merged. It lives in memory only; the file holds the merged value.
+    """
 
     durations: dict[str, dict[str, float]] = field(default_factory=dict)
+    at_least: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def from_samples(cls, samples: Iterable[Sample]) -> CostData:
-        """The median of each (target, host)'s samples, in milliseconds."""
-        grouped: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        """The median of each (target, host)'s builds that ended well, in milliseconds;
+        where every build failed, the longest of them, as a lower bound."""
+        built: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        failed: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for s in samples:
             if s.seconds > 0 and math.isfinite(s.seconds):
-                grouped[s.target][s.host].append(s.seconds)
-        return cls({t: {h: round(statistics.median(v), 3) for h, v in hosts.items()}
-                    for t, hosts in grouped.items()})
+                (failed if s.failed else built)[s.target][s.host].append(s.seconds)
+        out = {t: {h: round(statistics.median(v), 3) for h, v in hosts.items()}
+               for t, hosts in built.items()}
+        bounds: set[tuple[str, str]] = set()
+        for t, hosts in failed.items():
+            for h, v in hosts.items():
+                if h not in out.get(t, {}):
+                    out.setdefault(t, {})[h] = round(max(v), 3)
+                    bounds.add((t, h))
+        return cls(out, frozenset(bounds))
 
     def samples(self) -> list[Sample]:
         return [Sample(t, h, secs) for t in sorted(self.durations)
                 for h, secs in sorted(self.durations[t].items())]
 
     def merged(self, newer: CostData) -> CostData:
-        """This data with every (target, host) that ``newer`` has replaced by it."""
+        """This data with every (target, host) that ``newer`` has replaced by it; a
+        lower bound of ``newer`` only raises what this data knows."""
         out = {t: dict(hosts) for t, hosts in self.durations.items()}
+        bounds = set(self.at_least)
         for t, hosts in newer.durations.items():
-            out.setdefault(t, {}).update(hosts)
-        return CostData(out)
+            mine = out.setdefault(t, {})
+            for h, secs in hosts.items():
+                if (t, h) in newer.at_least:
+                    if h in mine:
+                        mine[h] = max(secs, mine[h])  # never lowers a known cost
+                    else:
+                        mine[h] = secs
+                        bounds.add((t, h))
+                else:
+                    mine[h] = secs
+                    bounds.discard((t, h))
+        return CostData(out, frozenset(bounds))
 
     def to_text(self) -> str:
         doc = {"format": COSTS_FORMAT, "version": COSTS_VERSION, "unit": "seconds",

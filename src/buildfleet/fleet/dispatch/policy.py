@@ -199,8 +199,8 @@ class FifoPolicy:
                 return self._assign(name, target, now)
         return None
 
-    def finished(self, name: str, target: str, now: float) -> bool:
-        """``name`` delivered every result of ``target``.
+    def finished(self, name: str, target: str, now: float, failed: bool = False) -> bool:
+        """``name`` delivered every result of ``target`` (``failed``: a make failed).
 
         True if this is the result that counts (the first copy to finish).
         False if ``name`` no longer owned it (a lost hedge, or a job taken

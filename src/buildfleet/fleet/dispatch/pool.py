@@ -84,10 +84,11 @@ class JobPool:
                 return None
             return self._next(name)
 
-    def finished(self, name: str, target: str) -> bool:
-        """``name`` delivered all of ``target``; False if its copy no longer counts."""
+    def finished(self, name: str, target: str, failed: bool = False) -> bool:
+        """``name`` delivered all of ``target`` (``failed``: some commit's make failed);
+        False if its copy no longer counts."""
         with self._cond:
-            ok = self.policy.finished(name, target, self.clock())
+            ok = self.policy.finished(name, target, self.clock(), failed=failed)
             losers = self.policy.losers(target) if ok else []
             hooks = [self._cancel_hooks.get(loser) for loser in losers]
             self._cond.notify_all()

@@ -49,14 +49,22 @@ class RunLearner:
     """(board's narrowest group, machine, log(seconds per commit / prior)) per finished board."""
 
     def finished(self, name: str, board: Board, commits: int, seconds: float,
-                 speed: float) -> None:
-        """``name`` (believed ``speed``) built ``commits`` commits of ``board`` in ``seconds``."""
+                 speed: float, failed: bool = False) -> None:
+        """``name`` (believed ``speed``) built ``commits`` commits of ``board`` in ``seconds``.
+
+        ``failed``: a make failed, so it stopped early: its time is a lower
+        bound, learned only where it exceeds the estimate (a board that
+        fails at once says nothing of what its SoC siblings cost), and never
+        taken as a machine-speed sample.
+        """
         if seconds <= 0 or not math.isfinite(seconds):
             return
         per_commit = seconds / max(1, commits)
+        if failed and per_commit * speed <= self.costs.estimate(board):
+            return
         self.costs.observe(board, per_commit * speed)
         self.observed += 1
-        if self.learn_speeds:
+        if self.learn_speeds and not failed:
             self.speed_samples.append((self.costs.group_of(board), name,
                                        math.log(per_commit / self.costs.prior(board))))
 

@@ -190,6 +190,7 @@ class RemoteDispatcher:
         self.runlog = runlog
         self.take_timeout = take_timeout
         self.in_flight: dict[str, set[int]] = {}
+        self.failed_targets: set[str] = set()  # in flight with a failed make (a lower-bound time)
         self.features = features
         self._given: set[str] = set()
         self._dropped: set[str] = set()
@@ -208,6 +209,7 @@ class RemoteDispatcher:
     def _drop_cancelled(self) -> None:
         for target in self._cancelled.cancelled_targets():
             self.in_flight.pop(target, None)
+            self.failed_targets.discard(target)
 
     def run(self) -> None:
         """Dispatch until the pool has nothing more for this worker."""
@@ -276,10 +278,14 @@ class RemoteDispatcher:
             raise WorkerLost(str(exc)) from None
         waiting.discard(result.sequence)
         self.stats.results += 1
+        if result.return_code:
+            self.failed_targets.add(result.target)
         if not waiting:
             del self.in_flight[result.target]
             self.stats.boards += 1
-            self.pool.finished(self.name, result.target)
+            failed = result.target in self.failed_targets
+            self.failed_targets.discard(result.target)
+            self.pool.finished(self.name, result.target, failed=failed)
             if not self.in_flight and self._busy_since is not None:
                 self.stats.busy += time.monotonic() - self._busy_since
                 self._busy_since = None
@@ -292,6 +298,7 @@ class RemoteDispatcher:
         that quarantines it ends this worker (WorkerLost).
         """
         self.in_flight.pop(target, None)
+        self.failed_targets.discard(target)
         self._dropped.add(target)
         try:
             self.session.send(CancelBoard(target))
