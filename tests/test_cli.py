@@ -124,11 +124,18 @@ def test_list_tool_chains_finds_the_cross_compilers_and_gcc(settings: Path) -> N
 
 def test_print_prefix_and_arch(demo: DemoTree, settings: Path) -> None:
     require_cross()
-    run = _bf(demo, settings, "-A", "--boards", "acme_arm1")
-    assert run.returncode == 0, run
     gcc = shutil.which("arm-linux-gnueabihf-gcc")
     assert gcc is not None
+    # What buildman prints without a toolchain wrapper...
+    run = _bf(demo, settings, "-A", "--no-ccache", "--boards", "acme_arm1")
+    assert run.returncode == 0, run
     assert run.stdout.strip().splitlines()[-1] == gcc.removesuffix("gcc")
+    # ... and, where builds go through ccache by default, what it prints with
+    # "[toolchain-wrapper] wrapper = ccache": the CROSS_COMPILE the builds use.
+    if shutil.which("ccache") is not None:
+        run = _bf(demo, settings, "-A", "--boards", "acme_arm1")
+        assert run.returncode == 0, run
+        assert run.stdout.strip().splitlines()[-1] == "ccache " + gcc.removesuffix("gcc")
     run = _bf(demo, settings, "--print-arch", "--boards", "globex_a64")
     assert run.returncode == 0, run
     assert run.stdout.strip().splitlines()[-1] == demo.board("globex_a64").arch

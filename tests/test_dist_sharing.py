@@ -21,6 +21,14 @@ import pytest
 
 from bfrun import bf_env
 from buildfleet.fleet.machines.ship import build_zipapp
+from ccachekit import (
+    compiles,
+    cross_compile,
+    path_without_ccache,
+    require_ccache,
+    stats,
+    zero_stats,
+)
 from faultkit import Tree, assert_same_tree, demo_and_reference, hosts_in, read_tree, start_dist
 from sshd_harness import SshdHarness
 
@@ -190,6 +198,62 @@ def test_toolchain_wrapper_reaches_the_workers(demo: tuple[Path, Tree], fleet: S
     assert "no executor with a toolchain" not in stdout, stdout
     assert f"Not built (no machine left for them; {m.name}: cannot be used: " in stdout, stdout
     assert not list((tmp_path / "missing" / "demo").glob("*/acme_arm1"))
+
+
+def test_each_machine_decides_on_ccache_for_itself(demo: tuple[Path, Tree], fleet: SshdHarness,
+                                                   tmp_path: Path) -> None:
+    """With no ``[toolchain-wrapper]``, a worker builds through its own machine's
+    ccache whatever the boss has, follows the run's ``--no-ccache``, and builds
+    without ccache (no error) where its machine has none; a ``[toolchain-wrapper]``
+    naming ccache there stays the error it was."""
+    require_ccache()
+    tree, _ = demo
+    m = fleet.reachable[0]
+    bashrc = m.home / ".bashrc"
+    old = bashrc.read_text() if bashrc.exists() else ""
+    cache = m.home / "ccache-of-this-test"  # the machine's own cache, this test's only
+    no_ccache = path_without_ccache(m.home / "bin-without-ccache")
+    boss_path = f"{Path(sys.executable).parent}:{path_without_ccache(tmp_path / 'bin')}"
+
+    def remote(out: str, *extra: str, env: dict[str, str] | None = None,
+               settings: Path = fleet.settings_file) -> tuple[Path | None, str]:
+        run = start_dist(tree, tmp_path / out, settings, "--use-machines", m.name,
+                         "--no-local", "-c", "1", *extra, "acme_arm1", env={**ENV, **(env or {})})
+        rc, stdout, stderr = run.wait()
+        found = list((tmp_path / out / "demo").glob("*/acme_arm1"))
+        if rc == 100:
+            return None, stdout
+        assert rc in (0, 101) and len(found) == 1, stdout + stderr
+        assert (found[0] / "host").read_text().strip() == m.name
+        return found[0], stdout
+
+    try:
+        bashrc.write_text(f"export CCACHE_DIR={cache}\n{old}")
+        # The boss has no ccache on its PATH; the machine has.
+        built, _ = remote("on", env={"PATH": boss_path})
+        assert built is not None and cross_compile(built) == "ccache arm-linux-gnueabihf-"
+        assert compiles(stats(cache)) > 0
+        zero_stats(cache)
+        built, _ = remote("off", "--no-ccache")
+        assert built is not None and cross_compile(built) == "arm-linux-gnueabihf-"
+        assert compiles(stats(cache)) == 0
+        # The machine has no ccache on its PATH; the boss has.
+        bashrc.write_text(f"export CCACHE_DIR={cache}\nexport PATH={no_ccache}\n{old}")
+        built, stdout = remote("absent")
+        assert built is not None and cross_compile(built) == "arm-linux-gnueabihf-"
+        assert "cannot be used" not in stdout, stdout
+        assert compiles(stats(cache)) == 0
+        explicit = tmp_path / "explicit.cfg"
+        explicit.write_text(fleet.settings_file.read_text()
+                            + "\n[toolchain-wrapper]\nwrapper = ccache\n")
+        built, stdout = remote("explicit", settings=explicit)
+        assert built is None, stdout
+        assert f"  {m.name}: cannot be used: configure: toolchain wrapper 'ccache' not found " \
+            "on this machine" in stdout, stdout
+    finally:
+        bashrc.write_text(old)
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(no_ccache)
 
 
 def test_truncated_shipped_tool_is_replaced(demo: tuple[Path, Tree], fleet: SshdHarness,

@@ -163,8 +163,10 @@ def test_a_lost_workers_makes_are_stopped_without_a_new_worker(
     settings.write_text(fleet.settings_file.read_text()
                         + f'\n[make-flags]\nsandbox = "KCFLAGS=-pipe -include {hang}"\n')
     started = time.time() - 1  # mtimes may be rounded down
+    # --no-ccache: the FIFO holds cc1 (and as's empty object) only when gcc runs the
+    # compile itself; ccache would first preprocess, and block in cpp instead.
     run = start_dist(tree, tmp_path / "out", settings, "--no-local", "--use-machines", name,
-                     "--boards", "sandbox", env=ENV)
+                     "--boards", "sandbox", "--no-ccache", env=ENV)
     lock = work / ".lock"
     try:
         # The boss's own work directory on the machine (one per boss: b-<key>).
@@ -239,7 +241,8 @@ def test_disk_full_is_an_infrastructure_failure(demo: tuple[Path, Tree], fleet: 
         shutil.chown(work, user, user)
         out = tmp_path / "out"
         # No hedging: a copy elsewhere must not win the held boards before the disk fills.
-        run = start_dist(tree, out, settings, "--no-hedge", "--use-machines",
+        # --no-ccache: the FIFO holds compiles only when gcc runs them itself (as above).
+        run = start_dist(tree, out, settings, "--no-hedge", "--no-ccache", "--use-machines",
                          ",".join(x.name for x in fleet.reachable), env=ENV)
         _held_compiles(work)
         # Unbuffered, so the ENOSPC comes from write() and closing has nothing

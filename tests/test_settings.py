@@ -96,6 +96,17 @@ def test_defaults_without_global(tmp_path: Path) -> None:
     assert (m1.max_boards, m1.busy_load, m1.min_disk_mb, m1.min_mem_mb) == (0, 0.8, 1000, 512)
 
 
+def test_ccache_setting(tmp_path: Path) -> None:
+    """``[global] ccache``: on unless turned off; a bad word is a one-line error."""
+    assert load_settings(write(tmp_path, "[global]\n")).ccache is True
+    settings = load_settings(write(tmp_path, "[global]\nccache = false\n"))
+    assert settings.ccache is False and settings.warnings == []
+    assert load_settings(write(tmp_path, "[global]\nccache = yes\n")).ccache is True
+    with pytest.raises(SettingsError) as info:
+        load_settings(write(tmp_path, "[global]\nccache = maybe\n"))
+    assert str(info.value) == f"{tmp_path}/bm.ini: [global] ccache: 'maybe' is not true or false"
+
+
 def test_make_flags_expansion(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, FULL))
     assert settings.make_flags_for("Qemu_ARM") == [

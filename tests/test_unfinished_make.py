@@ -140,8 +140,10 @@ def test_ctrl_c_mid_compile_then_a_rerun_writes_the_right_result(
     """The same through the command line: Ctrl-C while a compile runs, then a rerun
     into the same output directory (whose slots keep their O= directories)."""
     out = tmp_path / "out"
+    # --no-ccache: the FIFO holds cc1 (and as's empty object) only when gcc runs the
+    # compile itself; ccache would first preprocess, and block in cpp instead.
     args = [sys.executable, "-m", "buildfleet", "-b", "demo", "--boards", BOARD.target,
-            "-T1", "-o", str(out), "-G", str(settings_file(tmp_path))]
+            "-T1", "--no-ccache", "-o", str(out), "-G", str(settings_file(tmp_path))]
     env = bf_env({"KCFLAGS": f"-pipe -include {hang}"})
     proc = subprocess.Popen(args, cwd=demo.path, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -268,7 +268,9 @@ def start_slow_build(home: Path, tmp_path: Path, slow_repo: tuple[Path, str],
     errs: list[str] = []
     ch = start_worker(home, "-D", errs=errs)
     setup_and_push(ch, repo, "main", tmp_path / "wd")
-    ch.send({"cmd": "configure", "settings": {}})
+    # No ccache: the slow tree compiles one file again and again, so through ccache
+    # every compile after the first would be a hit and no compiler would run.
+    ch.send({"cmd": "configure", "settings": {"ccache": False}})
     assert "sandbox" in recv_until(ch, "configure_done")["toolchains"]
     ch.send({"cmd": "build_prepare", "commits": [head], "max_boards": 2})
     recv_until(ch, "build_prepare_done")

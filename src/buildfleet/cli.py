@@ -31,6 +31,7 @@ from buildfleet.options import (
 if TYPE_CHECKING:
     from buildfleet.plan import RunPlan
     from buildfleet.settings import Settings
+    from buildfleet.toolchains import Toolchains
 
 EXIT_USAGE = 1
 
@@ -177,7 +178,7 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
     if args.print_arch:  # from the board database: needs no compiler
         print(shared_arch(plan.boards))
         return 0
-    toolchains = scan_toolchains(settings)
+    toolchains = _with_wrapper(scan_toolchains(settings), settings, plan.flags.ccache)
     if args.print_prefix:
         print(print_prefix(plan.boards, toolchains))
         return 0
@@ -222,6 +223,17 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
     if args.build_summary:
         _summary(args, plan, header=False)
     return code
+
+
+def _with_wrapper(toolchains: Toolchains, settings: Settings, ccache: bool) -> Toolchains:
+    """The local slots' toolchains behind the run's wrapper: the user's
+    ``[toolchain-wrapper]``, else ccache where this machine has a usable one."""
+    from buildfleet.ccache import choose_wrapper
+
+    wrapper, note = choose_wrapper(settings.toolchain_wrapper, ccache)
+    if note:
+        print(f"Warning: {note}", file=sys.stderr)
+    return toolchains if wrapper == toolchains.wrapper else toolchains.with_wrapper(wrapper)
 
 
 def _board_checks(args: argparse.Namespace, src_dir: Path, output_dir: Path) -> int:

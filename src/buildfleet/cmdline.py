@@ -71,6 +71,9 @@ def _add_build(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-skip", action="store_true",
                    help="build every commit, even where a commit cannot change a board's "
                         "result (by default that result is copied from the commit before)")
+    g.add_argument("--no-ccache", action="store_true",
+                   help="do not build through ccache (by default it is used on every "
+                        "machine that has it, unless a [toolchain-wrapper] is set)")
     g.add_argument("--fallback-mrproper", action="store_true",
                    help="run 'make mrproper' only in the retry after a failure")
     g.add_argument("--config-only", action="store_true",

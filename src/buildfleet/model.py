@@ -106,6 +106,9 @@ class BuildFlags:
     skip_unchanged: bool = True
     # Keep each board's O= between runs (build.keep), within this many MB; 0: do not.
     keep_build_dirs_mb: int = 0
+    # Build through ccache where the machine has it and no toolchain wrapper is
+    # set (buildfleet.ccache); each machine, worker or boss, decides for itself.
+    ccache: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

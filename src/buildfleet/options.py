@@ -78,6 +78,7 @@ class PlanOptions:
     full_path: bool
     no_jobserver: bool
     no_skip: bool
+    no_ccache: bool
     shard: str | None
     costs: str | None
     verbose: bool

@@ -174,6 +174,7 @@ def build_flags(opts: PlanOptions, settings: Settings, selected: list[Board]) ->
         jobserver=not opts.no_jobserver,
         skip_unchanged=settings.skip_unchanged and not opts.no_skip,
         keep_build_dirs_mb=settings.keep_build_dirs_mb,
+        ccache=settings.ccache and not opts.no_ccache,
     )
 
 

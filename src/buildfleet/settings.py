@@ -30,7 +30,7 @@ DEFAULT_NAME = ".buildman"
 
 ALLOW_MISSING_WORDS = ("always", "multiple", "branch")
 AVAILABILITY_KEYS = ("busy_load", "min_disk_mb", "min_mem_mb")
-BOOL_GLOBAL_KEYS = ("skip_unchanged",)
+BOOL_GLOBAL_KEYS = ("skip_unchanged", "ccache")
 GLOBAL_KEYS = ("allow-missing", "fetch-url", "build_timeout", "build-timeout",
                "keep_build_dirs_mb", *BOOL_GLOBAL_KEYS, *AVAILABILITY_KEYS)
 MACHINE_KEYS = ("max_boards", *AVAILABILITY_KEYS)
@@ -68,6 +68,7 @@ x86 = i386
 [toolchain-wrapper]
 # Put a command in front of every compiler, e.g.
 # wrapper = ccache
+# With none set, ccache is used where a machine has it ([global] ccache).
 
 [make-flags]
 # Extra make arguments for one board target. ${name} refers to another
@@ -82,6 +83,9 @@ x86 = i386
 # Copy the previous commit's result where a commit cannot change a board's
 # result, instead of building it (--no-skip for one run):
 # skip_unchanged = true
+# Build through ccache on every machine that has it, when no
+# [toolchain-wrapper] is set (--no-ccache for one run):
+# ccache = true
 # Keep each board's build directory between branch builds, so the next run
 # (a re-check after a rebase) builds incrementally; the least recently built
 # go first beyond this many MB (0: keep none):
@@ -135,6 +139,7 @@ class Settings:
     build_timeout: float | None = None  # seconds; 0 = no limit; None = the default
     skip_unchanged: bool = True  # [global] skip_unchanged: see build.skip
     keep_build_dirs_mb: int = 0  # [global] keep_build_dirs_mb: see build.keep
+    ccache: bool = True  # [global] ccache: the default wrapper, see buildfleet.ccache
 
     def make_flags_for(self, target: str) -> list[str]:
         """The extra make arguments for board ``target`` (buildman's rules)."""
@@ -300,6 +305,8 @@ def parse_settings(text: str, path: Path, shown: str | None = None) -> Settings:
     if "skip_unchanged" in glob:
         settings.skip_unchanged = _boolean(glob["skip_unchanged"], shown, "global",
                                            "skip_unchanged")
+    if "ccache" in glob:
+        settings.ccache = _boolean(glob["ccache"], shown, "global", "ccache")
     defaults: dict[str, float | int] = {"busy_load": DEFAULT_BUSY_LOAD,
                                         "min_disk_mb": DEFAULT_MIN_DISK_MB,
                                         "min_mem_mb": DEFAULT_MIN_MEM_MB}

@@ -46,7 +46,7 @@ from buildfleet.build.workspace import BOARD_MARKER, Slot, unfinished, wipe_out_
 KEEP_STATE = ".buildfleet-kept"
 DEFAULT_KEEP_MB = 8192
 _IRRELEVANT = frozenset({"build_timeout", "force_build", "jobserver", "skip_unchanged",
-                         "keep_build_dirs_mb", "per_board_out_dir"})
+                         "keep_build_dirs_mb", "per_board_out_dir", "ccache"})
 
 
 @dataclass

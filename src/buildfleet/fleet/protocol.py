@@ -29,7 +29,9 @@ Commands (boss -> worker)
 ``configure``             ``settings`` object (``BuildFlags.to_dict()``),
                           optional ``toolchains`` {arch: gcc path} (a hint),
                           optional ``wrapper`` (the boss's toolchain wrapper;
-                          ``error`` {reason: "unusable"} if not found).
+                          ``error`` {reason: "unusable"} if not found; ""
+                          for none: the worker then uses its own ccache if
+                          it has one and ``settings.ccache`` is true).
                           Reply ``configure_done`` {toolchains: {arch: path},
                           archs: [arch, ...]} (what the worker will use and
                           the board archs it can build, aliases included).

@@ -14,8 +14,9 @@ built by a worker gets exactly the script a local one gets) and the
 The script is run from the top of any clone holding the commit; it refuses a
 tree with uncommitted changes, checks the commit out (detached), exports the
 variables of ``out-env`` that make and kbuild read (and unsets the others of
-that kind), puts the recorded toolchain first on ``PATH`` (or says which
-compiler it uses instead when that one is not on this machine), runs the
+that kind; a toolchain wrapper such as ccache in ``CROSS_COMPILE`` is dropped
+when this machine lacks it), puts the recorded toolchain first on ``PATH`` (or
+says which compiler it uses instead when that one is not on this machine), runs the
 recorded make commands with ``O=`` pointed at a fresh build directory, and
 exits with the return code buildfleet would have recorded (``done``).
 """
@@ -262,6 +263,16 @@ class Reproducer:
             "    esac",
         ]
         lines.append("done")
+        if " " in env.get("CROSS_COMPILE", ""):
+            # Built through a toolchain wrapper (ccache): not needed for the same result.
+            lines += [
+                'wrapper=${CROSS_COMPILE%% *}',
+                'if ! command -v "$wrapper" >/dev/null 2>&1; then',
+                '    echo "reproduce: no $wrapper here (the toolchain wrapper buildfleet used);'
+                ' building without it" >&2',
+                '    CROSS_COMPILE=${CROSS_COMPILE#* }',
+                "fi",
+            ]
         gcc = tc.get("gcc", "")
         if not gcc:
             return lines

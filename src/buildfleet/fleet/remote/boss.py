@@ -375,7 +375,9 @@ class RemoteExecutor:
 
         The boss's ``[toolchain-wrapper]`` goes along (none is sent as ""), so
         a board gets the same ``CROSS_COMPILE`` on every machine; a worker
-        that lacks the wrapper's program refuses (MachineUnusable).
+        that lacks the wrapper's program refuses (MachineUnusable). With none
+        set, the worker uses its own machine's ccache if it has one and the
+        run's flags allow it (``ccache``), whatever the boss has.
         """
         settings = self.ctx.plan.flags.to_dict()
         wrapper = self.settings.toolchain_wrapper or ""

@@ -199,6 +199,8 @@ class Worker:
         with self.lock:
             if self.pending or self.busy:
                 raise CommandError("cannot configure while boards are building")
+        # An empty wrapper is the boss's "none set": the run's ccache default
+        # then applies, judged by this machine (load_toolchains).
         self._configure(parse_flags(msg.settings), msg.toolchains or {},
                         None if msg.wrapper is None else check_wrapper(msg.wrapper))
         self.out.send(ConfigureDone(self.toolchain_map, sorted(self._archs)).to_wire())
@@ -214,7 +216,7 @@ class Worker:
             raise CommandError(f"configure: bad --fragments {list(flags.fragments)}")
         if flags.dtc_skip and find_dtc(dict(os.environ)) is None:
             raise CommandError("configure: --dtc-skip: Cannot find dtc on this machine")
-        tcs = load_toolchains(hint, self.log, wrapper)
+        tcs = load_toolchains(hint, self.log, wrapper, flags.ccache)
         self.flags = flags
         if flags.jobserver and self.jobserver is None:
             # The machine's one jobserver: kept across configures and build
@@ -226,7 +228,8 @@ class Worker:
             self.runner.builder = self.builder
         self.toolchain_map = tcs.to_map()
         self._archs = tcs.archs()
-        self.dlog(f"configure: {len(self.toolchain_map)} toolchains, {flags.to_dict()}")
+        self.dlog(f"configure: {len(self.toolchain_map)} toolchains, wrapper "
+                  f"{tcs.wrapper!r}, {flags.to_dict()}")
 
     def cmd_build_prepare(self, msg: BuildPrepare) -> bool:
         if self.work is None:

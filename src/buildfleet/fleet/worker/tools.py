@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from buildfleet.ccache import choose_wrapper
 from buildfleet.errors import InfraError
 from buildfleet.model import BuildFlags
 from buildfleet.settings import Settings, SettingsError, load_settings
@@ -60,7 +61,7 @@ def check_wrapper(wrapper: str) -> str:
 
 
 def load_toolchains(hint: dict[str, str], log: Callable[[str], None],
-                    wrapper: str | None = None) -> Toolchains:
+                    wrapper: str | None = None, ccache: bool = True) -> Toolchains:
     """This machine's toolchains, with the boss's ``{arch: gcc}`` hint first.
 
     A hinted compiler that exists here and answers ``--version`` wins for its
@@ -69,7 +70,9 @@ def load_toolchains(hint: dict[str, str], log: Callable[[str], None],
     ``wrapper`` (the boss's ``[toolchain-wrapper]``, "" for none) replaces the
     machine's own for every toolchain, so a board builds with the same
     ``CROSS_COMPILE`` here as on the boss; None (an older boss) keeps the
-    machine's own.
+    machine's own. With no wrapper either way and ``ccache`` (the run's
+    ``BuildFlags.ccache``), this machine's own ccache is used if it has a
+    usable one: the boss's PATH says nothing about this machine's.
     """
     try:
         settings = load_settings(create=False)
@@ -89,7 +92,11 @@ def load_toolchains(hint: dict[str, str], log: Callable[[str], None],
         for tc, (ok, _out) in zip(candidates, test_toolchains(candidates), strict=True):
             if ok:
                 tcs.add(tc)
-    return tcs if wrapper is None else tcs.with_wrapper(wrapper)
+    configured = settings.toolchain_wrapper if wrapper is None else wrapper
+    chosen, note = choose_wrapper(configured, ccache)
+    if note:
+        log(f"W: {note}")
+    return tcs.with_wrapper(chosen)
 
 
 def check_commits(git_dir: Path, hashes: Sequence[str | None]) -> list[str]:
