@@ -28,15 +28,28 @@ from bfrun import bf_env, branch_revs, done_code, require_cross, result_dir, set
 from buildfleet.build.builder import Builder, BuildInterrupted
 from buildfleet.build.failure import infra_reason
 from buildfleet.build.makerun import KCONFIG_LOOP_TEXT, KconfigLoop, run_make
-from buildfleet.build.workspace import UNFINISHED_MARKER, prepare_slots
+from buildfleet.build.workspace import UNFINISHED_MARKER, Slot, prepare_slots
 from buildfleet.demo import DemoTree, make_demo_tree
-from buildfleet.model import Board, BuildFlags, BuildJob, BuildResult, Commit
+from buildfleet.model import DEFAULT_KEEP_MB, Board, BuildFlags, BuildJob, BuildResult, Commit
 from buildfleet.settings import Settings
 from buildfleet.toolchains import scan_toolchains
 from faultkit import empty_objects
 
 BOARD = Board("sandbox", "sandbox")
 WAIT = 60.0
+
+
+@pytest.fixture(params=[DEFAULT_KEEP_MB, 0], ids=["kept", "not-kept"])
+def keep_mb(request: pytest.FixtureRequest) -> int:
+    """``keep_build_dirs_mb``: the default (each board's directory kept), and off."""
+    return int(request.param)
+
+
+def _board_dir(slot: Slot, keep_mb: int) -> Path:
+    """Where the board's build directory is once its job ended, however it ended:
+    kept, it is moved back beside the worktrees (build.keep) from the worktree's
+    ``build`` it was built in; else it stays the slot's O=."""
+    return slot.out_root.parent / BOARD.target if keep_mb else slot.out_dir(BOARD.target, False)
 
 
 @pytest.fixture()
@@ -83,10 +96,11 @@ def _unblock(fifo: Path) -> None:
 
 
 def test_a_stopped_make_leaves_nothing_the_next_build_of_the_board_trusts(
-        demo: DemoTree, tmp_path: Path, hang: Path) -> None:
+        demo: DemoTree, tmp_path: Path, hang: Path, keep_mb: int) -> None:
     """Stop (cancel, Ctrl-C, a worker giving a board up) mid-compile, then the same
     board in the same slot: it must build as cleanly as the first time."""
-    flags = BuildFlags(make_flags={BOARD.target: [f"KCFLAGS=-pipe -include {hang}"]})
+    flags = BuildFlags(make_flags={BOARD.target: [f"KCFLAGS=-pipe -include {hang}"]},
+                       keep_build_dirs_mb=keep_mb)
     builder = Builder(flags, scan_toolchains(Settings(path=tmp_path / "none")))
     slot = prepare_slots(demo.path / ".git", demo.path, tmp_path / "work", 1)[0]
     upstream = subprocess.run(["git", "rev-parse", "main"], cwd=demo.path, check=True,
@@ -104,12 +118,13 @@ def test_a_stopped_make_leaves_nothing_the_next_build_of_the_board_trusts(
 
     thread = threading.Thread(target=first)
     thread.start()
-    out_dir = slot.out_dir(BOARD.target, False)
     try:
-        _wait_for_empty_object(out_dir)
+        # The job builds in a clean build's O=, kept directory or not.
+        _wait_for_empty_object(slot.out_dir(BOARD.target, False))
     finally:
         stop.set()
         thread.join(WAIT)
+    out_dir = _board_dir(slot, keep_mb)
     assert not thread.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], BuildInterrupted), errors
     assert not results, "a stopped build must not produce a result"
@@ -133,6 +148,8 @@ def test_a_stopped_make_leaves_nothing_the_next_build_of_the_board_trusts(
     assert (again.return_code, again.stderr) == (want.return_code, want.stderr) == (0, "")
     assert again.files["sizes"] == want.files["sizes"]
     assert not (out_dir / UNFINISHED_MARKER).exists()
+    if keep_mb:
+        assert not (slot.out_dir(BOARD.target, False)).exists()  # moved back every time
 
 
 def test_ctrl_c_mid_compile_then_a_rerun_writes_the_right_result(
@@ -159,6 +176,11 @@ def test_ctrl_c_mid_compile_then_a_rerun_writes_the_right_result(
     # Every make of the run ended with it (the compile blocked on the FIFO too).
     left = _processes_in(out)
     assert not left, f"left running after Ctrl-C: {left}"
+    # The board's kept directory (on by default) went back beside the worktrees,
+    # marked unfinished, so the rerun wipes it (build.keep).
+    work = out / "demo" / ".bm-work"
+    assert not (work / "00" / "build").exists()
+    assert (work / BOARD.target / UNFINISHED_MARKER).exists()
     _unblock(hang)
     rerun = subprocess.run(args, cwd=demo.path, env=env, stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=WAIT * 2)
@@ -179,10 +201,11 @@ def test_a_stop_is_seen_even_when_make_ends_between_two_checks(tmp_path: Path) -
 
 
 def test_a_make_killed_by_someone_else_is_not_a_build_failure(
-        demo: DemoTree, tmp_path: Path, hang: Path) -> None:
+        demo: DemoTree, tmp_path: Path, hang: Path, keep_mb: int) -> None:
     """make SIGKILLed from outside (as the OOM killer does) mid-compile: an
     infrastructure failure, and the directory it was building in is not trusted."""
-    flags = BuildFlags(make_flags={BOARD.target: [f"KCFLAGS=-pipe -include {hang}"]})
+    flags = BuildFlags(make_flags={BOARD.target: [f"KCFLAGS=-pipe -include {hang}"]},
+                       keep_build_dirs_mb=keep_mb)
     builder = Builder(flags, scan_toolchains(Settings(path=tmp_path / "none")))
     slot = prepare_slots(demo.path / ".git", demo.path, tmp_path / "work", 1)[0]
     results: list[BuildResult] = []
@@ -200,7 +223,7 @@ def test_a_make_killed_by_someone_else_is_not_a_build_failure(
     assert not thread.is_alive()
     assert len(results) == 1
     assert infra_reason(results[0], None) == "make killed by signal 9"
-    assert (slot.out_dir(BOARD.target, False) / UNFINISHED_MARKER).exists()
+    assert (_board_dir(slot, keep_mb) / UNFINISHED_MARKER).exists()
     assert not _processes_in(slot.source_dir)
 
 
@@ -240,10 +263,10 @@ def test_kconfig_loop_guard_needs_a_restart_and_a_second_question() -> None:
 
 
 def test_a_build_past_its_time_limit_is_stopped_with_its_process_group(
-        demo: DemoTree, tmp_path: Path, hang: Path) -> None:
+        demo: DemoTree, tmp_path: Path, hang: Path, keep_mb: int) -> None:
     """build_timeout: make and everything it started are killed and the result says why."""
     flags = BuildFlags(make_flags={BOARD.target: [f"KCFLAGS=-pipe -include {hang}"]},
-                       build_timeout=3)
+                       build_timeout=3, keep_build_dirs_mb=keep_mb)
     builder = Builder(flags, scan_toolchains(Settings(path=tmp_path / "none")))
     slot = prepare_slots(demo.path / ".git", demo.path, tmp_path / "work", 1)[0]
     results: list[BuildResult] = []
@@ -257,7 +280,7 @@ def test_a_build_past_its_time_limit_is_stopped_with_its_process_group(
     assert took < 3 + WAIT / 2
     left = _processes_in(slot.source_dir)
     assert not left, f"left running: {left}"
-    assert (slot.out_dir(BOARD.target, False) / UNFINISHED_MARKER).exists()
+    assert (_board_dir(slot, keep_mb) / UNFINISHED_MARKER).exists()
 
 
 def _processes_in(directory: Path) -> list[str]:
@@ -294,12 +317,13 @@ def test_a_kconfig_loop_ends_at_once_with_buildmans_hint(demo: DemoTree, tmp_pat
         assert not _processes_in(tmp_path)
 
 
-def test_a_refused_result_leaves_its_build_directory_untrusted(demo: DemoTree,
-                                                               tmp_path: Path) -> None:
+def test_a_refused_result_leaves_its_build_directory_untrusted(demo: DemoTree, tmp_path: Path,
+                                                               keep_mb: int) -> None:
     """A result the slot refuses (the machine's failure: a full disk may have cut
     objects short) takes its build directory's trust with it: the next build of the
     board there starts from nothing."""
-    builder = Builder(BuildFlags(), scan_toolchains(Settings(path=tmp_path / "none")))
+    builder = Builder(BuildFlags(keep_build_dirs_mb=keep_mb),
+                      scan_toolchains(Settings(path=tmp_path / "none")))
     slot = prepare_slots(demo.path / ".git", demo.path, tmp_path / "work", 1)[0]
     job = BuildJob(BOARD, (Commit(0, demo.hashes[0]),))
 
@@ -308,7 +332,7 @@ def test_a_refused_result_leaves_its_build_directory_untrusted(demo: DemoTree,
 
     with pytest.raises(OSError):
         builder.build(job, slot, lambda: 1, refuse, threading.Event())
-    out_dir = slot.out_dir(BOARD.target, False)
+    out_dir = _board_dir(slot, keep_mb)
     assert (out_dir / UNFINISHED_MARKER).exists()
     stale = out_dir / "stale.o"
     stale.write_text("")

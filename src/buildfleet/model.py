@@ -67,6 +67,8 @@ class Commit:
 
 
 DEFAULT_BUILD_TIMEOUT = 7200.0
+# [global] keep_build_dirs_mb when unset: each board's O= kept between runs (build.keep).
+DEFAULT_KEEP_MB = 8192
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class BuildFlags:
     # Copy the previous commit's result where a commit cannot change it (build.skip).
     skip_unchanged: bool = True
     # Keep each board's O= between runs (build.keep), within this many MB; 0: do not.
-    keep_build_dirs_mb: int = 0
+    keep_build_dirs_mb: int = DEFAULT_KEEP_MB
     # Build through ccache where the machine has it and no toolchain wrapper is
     # set (buildfleet.ccache); each machine, worker or boss, decides for itself.
     ccache: bool = True

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from buildfleet.errors import UserError
+from buildfleet.model import DEFAULT_KEEP_MB
 
 DEFAULT_NAME = ".buildman"
 
@@ -86,10 +87,10 @@ x86 = i386
 # Build through ccache on every machine that has it, when no
 # [toolchain-wrapper] is set (--no-ccache for one run):
 # ccache = true
-# Keep each board's build directory between branch builds, so the next run
+# Each board's build directory is kept between branch builds, so the next run
 # (a re-check after a rebase) builds incrementally; the least recently built
 # go first beyond this many MB (0: keep none):
-# keep_build_dirs_mb = 0
+# keep_build_dirs_mb = 8192
 # Availability of machines for --dist (defaults shown):
 # busy_load = 0.8
 # min_disk_mb = 1000
@@ -138,7 +139,7 @@ class Settings:
     fetch_url: str | None = None
     build_timeout: float | None = None  # seconds; 0 = no limit; None = the default
     skip_unchanged: bool = True  # [global] skip_unchanged: see build.skip
-    keep_build_dirs_mb: int = 0  # [global] keep_build_dirs_mb: see build.keep
+    keep_build_dirs_mb: int = DEFAULT_KEEP_MB  # [global] keep_build_dirs_mb: build.keep
     ccache: bool = True  # [global] ccache: the default wrapper, see buildfleet.ccache
 
     def make_flags_for(self, target: str) -> list[str]:

@@ -160,22 +160,28 @@ class Builder:
         fixed = out_dir is not None and slot.fixed_out is not None
         if fixed and out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)  # -w: the user's directory, never wiped
-        # Kept directories (build.keep): the board's own O=, in the worktree that made it.
+        # Kept directories (build.keep): the board's own, in the worktree that made it,
+        # moved to a clean build's O= for the job so kbuild spells paths alike.
         pooled = (out_dir is not None and not fixed and slot.checkout
                   and self.flags.keep_build_dirs_mb > 0)
         kept = keep.acquire(slot.out_root.parent, board.target) if pooled else None
         if pooled:
             slot = self._trees.take(slot, keep.worktree_of(kept.path) if kept else None)
             # Held by another run sharing this output tree: the slot's O=, from clean.
-            out_dir = kept.path if kept is not None else slot.out_root / "build"
-        # The worktree too: kbuild records its absolute path in objects (build.keep).
+            out_dir = (slot.out_dir(board.target, self.flags.per_board_out_dir)
+                       if kept is not None else slot.out_root / "build")
+        # The worktree and O= too: kbuild records their absolute paths (build.keep).
         print_ = keep.fingerprint(self.flags.to_dict(), tc.toolchain_file(0)
-                                  + env.get("CROSS_COMPILE", "") + str(slot.source_dir))
+                                  + env.get("CROSS_COMPILE", "") + str(slot.source_dir)
+                                  + f"\0{out_dir}")
         try:
+            if pooled and out_dir is not None:
+                keep.move_in(kept, out_dir)
             self._build_job(job, slot, make_jobs, sink, stop, tc, env, out_dir, fixed, kept,
                             print_)
         finally:
             if pooled:
+                keep.move_out(kept)  # before the worktree is free: a job there wipes build/
                 self._trees.give_back(slot)
             if kept is not None:
                 keep.evict(kept.path.parent, self.flags.keep_build_dirs_mb, keep=kept.path)

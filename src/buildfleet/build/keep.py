@@ -2,28 +2,42 @@
 
 A re-check after a rebase builds the new upstream commit first: from a clean
 directory that is a full build of every board, though the rebase changed a
-few files. So a branch build gives each board its own O= directory
-(``.bm-work/<target>``, buildman's ``-P`` layout) and keeps it; the next run
-takes the board up from the commit the directory was last built at, as if
-that commit had been the previous one of the same run (configure only if a
+few files. So a branch build gives each board its own directory, kept
+beside the slot worktrees as ``.bm-work/<target>``; the next run takes the
+board up from the commit the directory was last built at, as if that commit
+had been the previous one of the same run (configure only if a
 configuration input changed, warnings kept by ``warned.forget_objects``).
 
+- While the board's job runs, its directory is renamed into the slot
+  worktree as ``build`` (:func:`move_in`, :func:`move_out`): ``O=build`` is
+  exactly a clean build's O=. kbuild spells source paths relative
+  (``../common/x.c``) only when O= is a direct child of the source tree;
+  from a sibling (``O=../<target>``) it compiles with absolute paths, so
+  ``err`` named ``/…/.bm-work/00/common/x.c`` (unlike a clean build, and
+  per slot) and ``.debug_str`` and the ``*.objdump`` files differed from a
+  clean build's. Both places are on one file system, so the rename is
+  atomic: a run killed at any point leaves the directory whole in one place
+  or the other. A ``build`` found in a worktree when a job starts was left
+  by a run killed mid-job (half-built, or another board's): it is wiped.
+  With ``-P`` a clean build's O= is ``.bm-work/<target>`` itself: no move.
 - A state file in O= (``KEEP_STATE``: JSON ``commit``, ``fingerprint``,
   ``ok``, ``bytes``) is written after every make that ended by itself; only
   an ``ok`` one (return code 0) is built on without a configure, and a stopped
   or killed make removes it (its unfinished marker gets the directory wiped).
 - The fingerprint is what must be equal for objects to be reused: the build
-  flags that reach make, the toolchain, and the slot's worktree (kbuild
-  records the source tree's absolute path in each object's command line and
-  debug info, so objects made from another worktree would all be rebuilt, or
-  mixed into the image's debug strings). A directory with another is wiped.
+  flags that reach make, the toolchain, the slot's worktree and the O= path
+  (kbuild records the source tree's and O='s absolute paths in each
+  object's debug info, so objects made in another worktree would be mixed
+  into the image's debug strings). A directory with another is wiped.
 - A directory is used under an exclusive ``flock`` of ``.<target>.lock`` beside
-  it, held for the board's whole job: two runs sharing an output tree never
-  build in one directory at once (the second builds in its slot's own O=,
-  from clean), and eviction takes the same lock.
-- The disk budget (``[global] keep_build_dirs_mb``) is kept by evicting the
-  least recently built directories (by their state file's time) after each
-  board; sizes come from the state files, so no tree walk per eviction.
+  it, held for the board's whole job (moves included): two runs sharing an
+  output tree never build in one directory at once (the second builds in its
+  slot's own O=, from clean), and eviction takes the same lock.
+- The disk budget (``[global] keep_build_dirs_mb``, on by default) is kept by
+  evicting the least recently built directories (by their state file's time)
+  after each board; sizes come from the state files, so no tree walk per
+  eviction. A directory moved into a worktree for a running job is not
+  counted until it is back.
 - The unfinished-make marker still wins: such a directory is wiped.
 
 Stdlib and ``buildfleet`` only: workers run this on a bare ``python3``.
@@ -42,9 +56,9 @@ from pathlib import Path
 
 from buildfleet import gitutil
 from buildfleet.build.workspace import BOARD_MARKER, Slot, unfinished, wipe_out_dir
+from buildfleet.model import DEFAULT_KEEP_MB as DEFAULT_KEEP_MB  # the settings' default
 
 KEEP_STATE = ".buildfleet-kept"
-DEFAULT_KEEP_MB = 8192
 _IRRELEVANT = frozenset({"build_timeout", "force_build", "jobserver", "skip_unchanged",
                          "keep_build_dirs_mb", "per_board_out_dir", "ccache"})
 
@@ -55,6 +69,9 @@ class KeptDir:
 
     path: Path
     fd: int
+    # Where the directory is while the board's job runs (a clean build's O=), once
+    # that place is cleared for it: :func:`move_out` puts it back from there.
+    inside: Path | None = None
 
     def release(self) -> None:
         if self.fd >= 0:
@@ -86,6 +103,49 @@ def acquire(root: Path, target: str) -> KeptDir | None:
         os.close(fd)
         return None
     return KeptDir(root / target, fd)
+
+
+def move_in(kept: KeptDir | None, out_dir: Path) -> None:
+    """Make ``out_dir`` (a clean build's O= in the job's worktree) the job's build
+    directory, holding the board's kept directory if there is one.
+
+    Whatever is at ``out_dir`` already was left by a run killed mid-job (or built
+    there without a kept directory): it is wiped, never trusted. A wipe that fails
+    raises OSError (a directory that could not be emptied must not be built in).
+    A kept directory that cannot be renamed (another file system) is removed: it
+    could never be used, and the job builds from clean.
+    """
+    if kept is not None and out_dir == kept.path:
+        return  # -P: a clean build's O= is the kept directory itself
+    try:
+        shutil.rmtree(out_dir)
+    except FileNotFoundError:
+        pass
+    if kept is None:
+        return
+    try:
+        os.rename(kept.path, out_dir)
+    except FileNotFoundError:
+        pass  # nothing kept yet: built from clean, kept from now on
+    except OSError:
+        shutil.rmtree(kept.path, ignore_errors=True)
+    kept.inside = out_dir
+
+
+def move_out(kept: KeptDir | None) -> None:
+    """Put the job's build directory back as the board's kept directory, however the
+    job ended: a stopped or killed make left its unfinished marker in it, so the
+    next job wipes it. Never raises; what cannot be put back is removed, so no
+    worktree keeps a ``build`` of this board."""
+    if kept is None or kept.inside is None:
+        return
+    inside, kept.inside = kept.inside, None
+    try:
+        os.rename(inside, kept.path)
+    except FileNotFoundError:
+        pass  # the job never made it (e.g. it failed before its first make)
+    except OSError:
+        shutil.rmtree(inside, ignore_errors=True)
 
 
 def worktree_of(out_dir: Path) -> Path | None:
