@@ -63,9 +63,18 @@ def buildfleet(argv: list[str], cwd: Path) -> Run:
     return Run(argv, proc.returncode, proc.stdout, proc.stderr)
 
 
-def write_settings(path: Path, machines: list[Machine], extra: str = "") -> Path:
-    """A ~/.buildman naming ``machines`` (with the harness's relaxed thresholds) + ``extra``."""
-    lines = ["[machines]", *(f"{m.name} = {m.alias}" for m in machines)]
+def write_settings(path: Path, machines: list[Machine], extra: str = "",
+                   kept: bool = False) -> Path:
+    """A ~/.buildman naming ``machines`` (with the harness's relaxed thresholds) + ``extra``.
+
+    Without ``kept``, build directories are not kept (``keep_build_dirs_mb = 0``):
+    the trees here are compared with ``out-cmd``, and a worker's work directory is
+    shared by every run of a tree (whatever ``-o``), so a later run would build on
+    an earlier one's kept directory and its ``out-cmd`` lack the configure line
+    (test_keep_dist covers workers' kept directories; test_faults runs with them).
+    """
+    lines = [] if kept else ["[global]", "keep_build_dirs_mb = 0", ""]
+    lines += ["[machines]", *(f"{m.name} = {m.alias}" for m in machines)]
     for m in machines:
         lines += ["", f"[machine:{m.name}]", "busy_load = 100", "min_disk_mb = 10",
                   "min_mem_mb = 10"]

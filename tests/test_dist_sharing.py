@@ -175,8 +175,9 @@ def test_toolchain_wrapper_reaches_the_workers(demo: tuple[Path, Tree], fleet: S
                      "-c", "1", "acme_arm1", env=ENV)
     rc, stdout, stderr = run.wait()
     assert rc == local.returncode, stdout + stderr
-    (lbuild,) = (tmp_path / "local" / "demo").glob("*/acme_arm1")
-    (rbuild,) = (tmp_path / "remote" / "demo").glob("*/acme_arm1")
+    # Results only: not .bm-work/acme_arm1, the board's kept build directory.
+    (lbuild,) = (tmp_path / "local" / "demo").glob("[!.]*/acme_arm1")
+    (rbuild,) = (tmp_path / "remote" / "demo").glob("[!.]*/acme_arm1")
     assert (rbuild / "host").read_text().strip() == m.name
     assert _out_env(rbuild) == _out_env(lbuild) == 'CROSS_COMPILE="env arm-linux-gnueabihf-"'
     # A wrapper only the boss has (in a directory of root's the machine users cannot read).
@@ -197,7 +198,7 @@ def test_toolchain_wrapper_reaches_the_workers(demo: tuple[Path, Tree], fleet: S
     # Not blamed on toolchains: the machine has the compiler, it lacks the wrapper.
     assert "no executor with a toolchain" not in stdout, stdout
     assert f"Not built (no machine left for them; {m.name}: cannot be used: " in stdout, stdout
-    assert not list((tmp_path / "missing" / "demo").glob("*/acme_arm1"))
+    assert not list((tmp_path / "missing" / "demo").glob("[!.]*/acme_arm1"))
 
 
 def test_each_machine_decides_on_ccache_for_itself(demo: tuple[Path, Tree], fleet: SshdHarness,
