@@ -1,4 +1,4 @@
-"""ccache as the default wrapper: the same build without ccache, with a cold cache, warm.
+"""ccache by default: the same build without ccache, with a cold cache, warm.
 
 A demo tree whose boards have ``--bulk`` extra sources each (so compiling,
 not buildfleet's per-result work, is most of a build, as on a real U-Boot

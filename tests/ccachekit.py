@@ -1,4 +1,4 @@
-"""Helpers for the tests of ccache as the default toolchain wrapper.
+"""Helpers for the tests of ccache as the default (masquerading as the compilers).
 
 The tests use the real ``/usr/bin/ccache``, each with a cache directory of its
 own (``CCACHE_DIR``), and read its counters with ``ccache --print-stats``.
@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from buildfleet.results.reproducer import parse_out_env
 from ci_skip import require
 
 CCACHE = "/usr/bin/ccache"
@@ -66,3 +67,17 @@ def cross_compile(build: Path) -> str:
     text = (build / "out-env").read_text()
     start = text.index('CROSS_COMPILE="') + len('CROSS_COMPILE="')
     return text[start:text.index('"', start)]
+
+
+def out_path(build: Path) -> str:
+    """``PATH`` of a result as its ``out-env`` records it."""
+    return parse_out_env((build / "out-env").read_text())["PATH"]
+
+
+def masquerade(build: Path) -> Path | None:
+    """The directory of links to ccache first on the result's make ``PATH``, if any."""
+    first = Path(out_path(build).split(os.pathsep)[0])
+    gcc = [p for p in first.glob("*gcc") if p.is_symlink()]
+    if gcc and all(Path(os.path.realpath(p)).name == "ccache" for p in first.iterdir()):
+        return first
+    return None

@@ -1,17 +1,23 @@
-"""ccache as the default toolchain wrapper (issue 19), with real ccache, make and gcc.
+"""ccache by default (issue 19), with real ccache, make and gcc.
 
 Why: where ccache is installed, builds go through it unless the user set a
 ``[toolchain-wrapper]`` or turned it off (``[global] ccache = false``,
-``--no-ccache``). What a cache hit gives must be exactly what the compiler
-would have written: every result file of a build whose compiles were all
-hits equals a build without ccache (warnings included: ccache replays the
-compiler's stderr). A machine without a usable ccache builds without it.
-Each test has a ccache directory of its own.
+``--no-ccache``). A default must not change a result: ccache masquerades as
+the compilers (links first on make's PATH) and CROSS_COMPILE stays the plain
+prefix, because a Makefile passing ``$(OBJCOPY)`` as one argument (U-Boot's
+build_api.py, the demo's scripts/build_api.py) fails on "ccache <prefix>".
+What a cache hit gives must be exactly what the compiler would have written:
+every result file of a build whose compiles were all hits equals a build
+without ccache (warnings included: ccache replays the compiler's stderr).
+A machine without a usable ccache builds without it. Each test has a ccache
+directory of its own.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
+import threading
 from pathlib import Path
 
 from bfrun import (
@@ -27,12 +33,15 @@ from bfrun import (
     sizes_of,
 )
 from buildfleet.build.capture import inspect_image
-from buildfleet.ccache import CCACHE, choose_wrapper, probe
+from buildfleet.ccache import WrapperChoice, choose_wrapper, masquerade_dir, probe
 from buildfleet.demo import DemoTree, make_demo_tree
 from ccachekit import (
+    CCACHE,
     compiles,
     cross_compile,
     hits,
+    masquerade,
+    out_path,
     path_without_ccache,
     require_ccache,
     stats,
@@ -48,12 +57,15 @@ def _files(build: Path) -> dict[str, bytes]:
 
 
 def _compare(with_cc: Path, without: Path) -> None:
-    """Every file of two results equal, but for the wrapper in out-env and reproduce."""
+    """Every file of two results equal, but for out-env's PATH: out-env is the
+    environment make ran with (as buildman writes it), and ccache's links
+    were first on its PATH. CROSS_COMPILE and every other variable are equal."""
     a, b = _files(with_cc), _files(without)
     assert sorted(a) == sorted(b), with_cc
-    assert a["out-env"].replace(b'CROSS_COMPILE="ccache ', b'CROSS_COMPILE="') == b["out-env"]
-    assert b"wrapper=${CROSS_COMPILE%% *}" in a["reproduce"]
-    differ = sorted(n for n in a if a[n] != b[n] and n not in ("out-env", "reproduce"))
+    links = masquerade(with_cc)
+    assert links is not None and masquerade(without) is None, (with_cc, out_path(with_cc))
+    assert a["out-env"].replace(f'PATH="{links}:'.encode(), b'PATH="') == b["out-env"]
+    differ = sorted(n for n in a if a[n] != b[n] and n != "out-env")
     if differ == ["err"]:
         # make names the failed recipe's line one line early when it reaps a
         # failure while starting other jobs: compare the compiler's lines.
@@ -97,10 +109,8 @@ def test_all_hit_build_equals_a_build_without_ccache(tmp_path: Path) -> None:
     for rev in branch_revs(tree.path, "demo"):
         for target in boards:
             with_cc = result_dir(tmp_path / "on" / "demo", rev, target)
-            assert cross_compile(with_cc).startswith("ccache "), with_cc
-            assert "ccache" not in cross_compile(result_dir(tmp_path / "no" / "demo", rev,
-                                                            target))
             _compare(with_cc, result_dir(tmp_path / "no" / "demo", rev, target))
+            assert "ccache" not in cross_compile(with_cc), with_cc
             err = with_cc / "err"
             warned += err.is_file() and tree.warning_text in err.read_text()
     # The warning came from the cache (every compile was a hit) at each commit since
@@ -168,8 +178,10 @@ def test_off_by_setting_flag_or_a_machine_without_ccache(tmp_path: Path) -> None
     plain = settings_file(tmp_path)
 
     _current(tree, tmp_path / "on", env, settings=plain)
-    assert cross_compile(_built(tmp_path / "on", "acme_arm1")) == f"ccache {ARM}"
-    assert cross_compile(_built(tmp_path / "on", "sandbox")) == "ccache "
+    for target in ("acme_arm1", "sandbox"):
+        assert masquerade(_built(tmp_path / "on", target)) is not None, target
+    assert cross_compile(_built(tmp_path / "on", "acme_arm1")) == ARM
+    assert cross_compile(_built(tmp_path / "on", "sandbox")) == ""
     assert compiles(stats(cache)) > 0
 
     off = tmp_path / "off.ini"
@@ -177,14 +189,20 @@ def test_off_by_setting_flag_or_a_machine_without_ccache(tmp_path: Path) -> None
     nopath = path_without_ccache(tmp_path / "bin")
     bare = bf_env({"CCACHE_DIR": str(cache), "PATH": f"{Path(env['PATH'].split(':')[0])}:"
                                                     f"{nopath}"})
+    # -p: CROSS_COMPILE names the compiler by its absolute path, which ccache's
+    # links on PATH cannot stand in for: built without ccache.
     for name, run_env, extra, settings in (("flag", env, ["--no-ccache"], plain),
                                             ("setting", env, [], off),
-                                            ("absent", bare, [], plain)):
+                                            ("absent", bare, [], plain),
+                                            ("full-path", env, ["-p"], plain)):
         zero_stats(cache)
         run = _current(tree, tmp_path / name, run_env, *extra, settings=settings)
         assert "Warning" not in run.stderr, run
-        assert cross_compile(_built(tmp_path / name, "acme_arm1")) == ARM, name
+        cross = cross_compile(_built(tmp_path / name, "acme_arm1"))
+        assert cross == ARM if name != "full-path" else cross.endswith(f"/{ARM}"), (name, cross)
         assert cross_compile(_built(tmp_path / name, "sandbox")) == "", name
+        for target in ("acme_arm1", "sandbox"):
+            assert masquerade(_built(tmp_path / name, target)) is None, (name, target)
         assert compiles(stats(cache)) == 0, name
 
     # A ccache that cannot write its cache would fail every compile: not used, said once.
@@ -194,22 +212,38 @@ def test_off_by_setting_flag_or_a_machine_without_ccache(tmp_path: Path) -> None
     assert warnings == ["Warning: ccache cannot write its cache_dir /dev/null/cache; "
                         "building without ccache"], run
     assert cross_compile(_built(tmp_path / "ro", "acme_arm1")) == ARM
+    assert masquerade(_built(tmp_path / "ro", "acme_arm1")) is None
 
-    # A user's [toolchain-wrapper] wins over the default, as it is.
+    # A user's [toolchain-wrapper] wins over the default, as it is: in CROSS_COMPILE,
+    # as buildman puts it, where the demo's build_api.py rule (as U-Boot's) fails
+    # on the two-word $(OBJCOPY).
     wrapped = tmp_path / "wrapped.ini"
     wrapped.write_text("[toolchain-wrapper]\nwrapper = env\n")
-    _current(tree, tmp_path / "env", env, settings=wrapped)
-    assert cross_compile(_built(tmp_path / "env", "acme_arm1")) == f"env {ARM}"
+    run = run_bf(["--boards", "acme_arm1", "-o", str(tmp_path / "env"), "-G", str(wrapped)],
+                 tree.path, env)
+    assert run.returncode == 100, run
+    built = _built(tmp_path / "env", "acme_arm1")
+    assert cross_compile(built) == f"env {ARM}"
+    assert masquerade(built) is None
+    assert f"unrecognized arguments: {ARM}objcopy" in (built / "err").read_text()
 
 
 def test_reproduce_script_builds_without_a_missing_ccache(tmp_path: Path) -> None:
-    """A result built through ccache rebuilds by its ``reproduce`` script on a machine
-    without ccache: the wrapper is dropped with a note, the result is the same."""
+    """A result built through ``[toolchain-wrapper] wrapper = ccache`` rebuilds by its
+    ``reproduce`` script on a machine without ccache: the wrapper is dropped with
+    a note. (The default ccache is not in CROSS_COMPILE: its script is a build
+    without ccache anyway.) The demo's build_api.py rule fails on a two-word
+    $(OBJCOPY), as U-Boot's does: with the user's wrapper, that is the result
+    (buildman's behaviour), and the script, without it, builds."""
     require_cross()
     require_ccache()
     tree = make_demo_tree(tmp_path / "src", boards=4, commits=1)
     env = bf_env({"CCACHE_DIR": str(tmp_path / "cc")})
-    _current(tree, tmp_path / "out", env, settings=settings_file(tmp_path))
+    wrapped = tmp_path / "wrapped.ini"
+    wrapped.write_text("[toolchain-wrapper]\nwrapper = ccache\n")
+    run = run_bf(["--boards", "acme_arm1", "-o", str(tmp_path / "out"), "-G", str(wrapped)],
+                 tree.path, env)
+    assert run.returncode == 100, run
     result = _built(tmp_path / "out", "acme_arm1")
     assert cross_compile(result) == f"ccache {ARM}"
     checkout = tmp_path / "clone"
@@ -220,23 +254,56 @@ def test_reproduce_script_builds_without_a_missing_ccache(tmp_path: Path) -> Non
                           cwd=checkout, env={"PATH": str(nopath), "HOME": str(tmp_path)},
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=180)
-    assert proc.returncode == done_code(result) == 0, proc.stdout + proc.stderr
+    assert done_code(result) != 0
+    assert "unrecognized arguments: arm-linux-gnueabihf-objcopy" in (result / "err").read_text()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "reproduce: no ccache here (the toolchain wrapper buildfleet used); " \
         "building without it" in proc.stderr
     found = inspect_image(tmp_path / "build" / "u-boot").sizes
     assert found is not None and found[:3] == sizes_of(result)["u-boot"]
+    assert (tmp_path / "build" / "include" / "generated" / "api.lst").is_file()
 
 
 def test_probe_and_choice_of_the_wrapper(tmp_path: Path) -> None:
     require_ccache()
     env = {"PATH": "/usr/bin", "CCACHE_DIR": str(tmp_path / "cc"), "HOME": str(tmp_path)}
     assert probe(env).usable
-    assert choose_wrapper(None, True, env) == (CCACHE, "")
-    assert choose_wrapper("", False, env) == ("", "")  # turned off
-    assert choose_wrapper("distcc", True, env) == ("distcc", "")  # the user's wins
+    assert choose_wrapper(None, True, env) == WrapperChoice(ccache=CCACHE)
+    assert choose_wrapper("", False, env) == WrapperChoice()  # turned off
+    assert choose_wrapper("distcc", True, env) == WrapperChoice("distcc")  # the user's wins
     nopath = path_without_ccache(tmp_path / "bin")
     assert probe(dict(env, PATH=str(nopath))) == probe(dict(env, PATH=""))
     assert not probe(dict(env, PATH=str(nopath))).usable
-    assert choose_wrapper(None, True, dict(env, PATH=str(nopath))) == ("", "")  # nothing to say
+    assert choose_wrapper(None, True, dict(env, PATH=str(nopath))) == WrapperChoice()
     broken = probe(dict(env, CCACHE_DIR="/dev/null/x"))
     assert not broken.usable and broken.note == "ccache cannot write its cache_dir /dev/null/x"
+
+
+def test_masquerade_directory_is_shared_and_made_whole(tmp_path: Path) -> None:
+    """Runs starting together get one directory, holding exactly the compiler names
+    as links to ccache (never a half-made one); through it, the compiler named on
+    PATH is ccache calling the real one found after it."""
+    require_cross()
+    require_ccache()
+    base = tmp_path / "bin"
+    names = [f"{ARM}gcc", f"{ARM}cc"]
+    made: list[Path] = []
+    threads = [threading.Thread(target=lambda: made.append(masquerade_dir(CCACHE, names, base)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 8 and len(set(made)) == 1, made
+    assert sorted(p.name for p in base.iterdir()) == [made[0].name]  # no leftover
+    assert sorted(os.listdir(made[0])) == sorted(names)
+    assert all(os.readlink(made[0] / n) == CCACHE for n in names)
+    assert masquerade_dir(CCACHE, ["gcc", "cc"], base) != made[0]
+    cache = tmp_path / "cc"
+    src = tmp_path / "a.c"
+    src.write_text("int a(void) { return 1; }\n")
+    env = {"PATH": f"{made[0]}:/usr/bin", "CCACHE_DIR": str(cache), "HOME": str(tmp_path)}
+    for _ in range(2):
+        subprocess.run(["sh", "-c", f"{ARM}gcc -c {src} -o {tmp_path / 'a.o'}"], env=env,
+                       check=True, timeout=60)
+    assert hits(stats(cache)) == 1 and stats(cache).get("cache_miss") == 1

@@ -130,12 +130,17 @@ def test_print_prefix_and_arch(demo: DemoTree, settings: Path) -> None:
     run = _bf(demo, settings, "-A", "--no-ccache", "--boards", "acme_arm1")
     assert run.returncode == 0, run
     assert run.stdout.strip().splitlines()[-1] == gcc.removesuffix("gcc")
-    # ... and, where builds go through ccache by default, what it prints with
-    # "[toolchain-wrapper] wrapper = ccache": the CROSS_COMPILE the builds use.
-    if shutil.which("ccache") is not None:
-        run = _bf(demo, settings, "-A", "--boards", "acme_arm1")
-        assert run.returncode == 0, run
-        assert run.stdout.strip().splitlines()[-1] == "ccache " + gcc.removesuffix("gcc")
+    # ... the same by default, where ccache (if installed) masquerades as the
+    # compiler and CROSS_COMPILE stays the prefix ...
+    run = _bf(demo, settings, "-A", "--boards", "acme_arm1")
+    assert run.returncode == 0, run
+    assert run.stdout.strip().splitlines()[-1] == gcc.removesuffix("gcc")
+    # ... and the wrapper in front with "[toolchain-wrapper] wrapper = ccache".
+    wrapped = settings.parent / "wrapped.ini"
+    wrapped.write_text(settings.read_text() + "\n[toolchain-wrapper]\nwrapper = ccache\n")
+    run = _bf(demo, wrapped, "-A", "--boards", "acme_arm1")
+    assert run.returncode == 0, run
+    assert run.stdout.strip().splitlines()[-1] == "ccache " + gcc.removesuffix("gcc")
     run = _bf(demo, settings, "--print-arch", "--boards", "globex_a64")
     assert run.returncode == 0, run
     assert run.stdout.strip().splitlines()[-1] == demo.board("globex_a64").arch

@@ -227,13 +227,17 @@ def _run_build_or_summary(args: argparse.Namespace, settings: Settings) -> int:
 
 def _with_wrapper(toolchains: Toolchains, settings: Settings, ccache: bool) -> Toolchains:
     """The local slots' toolchains behind the run's wrapper: the user's
-    ``[toolchain-wrapper]``, else ccache where this machine has a usable one."""
+    ``[toolchain-wrapper]`` (in CROSS_COMPILE), else ccache masquerading as
+    the compilers where this machine has a usable one."""
     from buildfleet.ccache import choose_wrapper
 
-    wrapper, note = choose_wrapper(settings.toolchain_wrapper, ccache)
-    if note:
-        print(f"Warning: {note}", file=sys.stderr)
-    return toolchains if wrapper == toolchains.wrapper else toolchains.with_wrapper(wrapper)
+    choice = choose_wrapper(settings.toolchain_wrapper, ccache)
+    if choice.note:
+        print(f"Warning: {choice.note}", file=sys.stderr)
+    if (choice.wrapper, choice.ccache) == (toolchains.wrapper, toolchains.ccache):
+        return toolchains
+    return toolchains.with_wrapper(choice.wrapper, choice.ccache,
+                                   lambda msg: print(f"Warning: {msg}", file=sys.stderr))
 
 
 def _board_checks(args: argparse.Namespace, src_dir: Path, output_dir: Path) -> int:

@@ -190,6 +190,7 @@ def _write(root: Path, files: dict[str, str]) -> None:
 # Fixed files of the demo tree (its build interface: Makefile, config script,
 # common C sources), shipped as package data under ``demo_template/``.
 TEMPLATE_FILES = ("Makefile", "scripts/kconfig/conf.py", "scripts/kconfig/kparse.py",
+                  "scripts/build_api.py",
                   "include/demo.h", "common/main.c",
                   "common/spl.c", "common/version.c", "drivers/serial.c", "env/common.c",
                   "tools/envcrc.c", "arch/u-boot-pie.lds", "drivers/demo_turbo.c")

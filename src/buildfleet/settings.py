@@ -69,7 +69,8 @@ x86 = i386
 [toolchain-wrapper]
 # Put a command in front of every compiler, e.g.
 # wrapper = ccache
-# With none set, ccache is used where a machine has it ([global] ccache).
+# (in CROSS_COMPILE, as buildman). With none set, ccache is used where a
+# machine has it ([global] ccache), as the compiler on PATH.
 
 [make-flags]
 # Extra make arguments for one board target. ${name} refers to another
@@ -140,7 +141,7 @@ class Settings:
     build_timeout: float | None = None  # seconds; 0 = no limit; None = the default
     skip_unchanged: bool = True  # [global] skip_unchanged: see build.skip
     keep_build_dirs_mb: int = DEFAULT_KEEP_MB  # [global] keep_build_dirs_mb: build.keep
-    ccache: bool = True  # [global] ccache: the default wrapper, see buildfleet.ccache
+    ccache: bool = True  # [global] ccache: ccache by default, see buildfleet.ccache
 
     def make_flags_for(self, target: str) -> list[str]:
         """The extra make arguments for board ``target`` (buildman's rules)."""

@@ -76,6 +76,9 @@ class Toolchain:
     cross: str
     priority: int
     wrapper: str = ""
+    # A directory of links named as this toolchain's compilers pointing at
+    # ccache (buildfleet.ccache): first on make's PATH, CROSS_COMPILE untouched.
+    masquerade: str = ""
 
     @property
     def path(self) -> Path:
@@ -101,7 +104,9 @@ class Toolchain:
 
         ``override_cc`` (``-O``) means make gets CC itself: no CROSS_COMPILE
         and PATH as it is. ``full_path`` (``-p``) puts the directory into
-        CROSS_COMPILE instead of PATH.
+        CROSS_COMPILE instead of PATH. Only the plain case can go through
+        ccache's ``masquerade`` directory, which needs the compiler found by
+        name on PATH: the other two build without ccache.
         """
         env = dict(os.environ if base_env is None else base_env)
         if override_cc:
@@ -112,6 +117,8 @@ class Toolchain:
             env["CROSS_COMPILE"] = self.cross_compile()
             env["PATH"] = _path_with(env.get("PATH", ""), str(self.path),
                                      env.get("VIRTUAL_ENV", ""))
+            if self.masquerade:
+                env["PATH"] = self.masquerade + os.pathsep + env["PATH"]
         env["LC_ALL"] = "C"
         return env
 
@@ -156,6 +163,7 @@ class Toolchains:
 
     aliases: dict[str, list[str]] = field(default_factory=dict)
     wrapper: str = ""
+    ccache: str = ""  # the ccache the toolchains masquerade through ("" none)
     _by_arch: dict[str, Toolchain] = field(default_factory=dict, init=False)
 
     def add(self, tc: Toolchain, *, verbose: bool = False, log: Log | None = None) -> bool:
@@ -200,11 +208,27 @@ class Toolchains:
     def __contains__(self, arch: object) -> bool:
         return isinstance(arch, str) and arch in self.archs()
 
-    def with_wrapper(self, wrapper: str) -> Toolchains:
-        """The same toolchains, every one behind ``wrapper`` ("" for none)."""
-        out = Toolchains(aliases=self.aliases, wrapper=wrapper)
+    def with_wrapper(self, wrapper: str, ccache: str = "",
+                     log: Log | None = None) -> Toolchains:
+        """The same toolchains, every one behind ``wrapper`` ("" for none) in
+        CROSS_COMPILE, or else through ``ccache`` (a program; "" for none) by
+        a masquerade directory of its own. A toolchain whose directory cannot
+        be made builds without ccache (``log`` is told): a default never
+        makes a build fail."""
+        from buildfleet.ccache import masquerade_dir, masquerade_names
+
+        out = Toolchains(aliases=self.aliases, wrapper=wrapper,
+                         ccache="" if wrapper else ccache)
         for _arch, tc in self.items():
-            out.add(dataclasses.replace(tc, wrapper=wrapper))
+            links = ""
+            if out.ccache:
+                try:
+                    links = str(masquerade_dir(out.ccache, masquerade_names(tc.cross, tc.path)))
+                except OSError as exc:
+                    if log is not None:
+                        log(f"cannot make ccache's links for {tc.gcc} ({exc}); "
+                            "building without ccache")
+            out.add(dataclasses.replace(tc, wrapper=wrapper, masquerade=links))
         return out
 
     def to_map(self) -> dict[str, str]:

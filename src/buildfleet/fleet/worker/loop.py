@@ -229,7 +229,7 @@ class Worker:
         self.toolchain_map = tcs.to_map()
         self._archs = tcs.archs()
         self.dlog(f"configure: {len(self.toolchain_map)} toolchains, wrapper "
-                  f"{tcs.wrapper!r}, {flags.to_dict()}")
+                  f"{tcs.wrapper!r}, ccache {tcs.ccache!r}, {flags.to_dict()}")
 
     def cmd_build_prepare(self, msg: BuildPrepare) -> bool:
         if self.work is None:

@@ -72,7 +72,8 @@ def load_toolchains(hint: dict[str, str], log: Callable[[str], None],
     ``CROSS_COMPILE`` here as on the boss; None (an older boss) keeps the
     machine's own. With no wrapper either way and ``ccache`` (the run's
     ``BuildFlags.ccache``), this machine's own ccache is used if it has a
-    usable one: the boss's PATH says nothing about this machine's.
+    usable one (masquerading as the compilers, buildfleet.ccache): the
+    boss's PATH says nothing about this machine's.
     """
     try:
         settings = load_settings(create=False)
@@ -93,10 +94,10 @@ def load_toolchains(hint: dict[str, str], log: Callable[[str], None],
             if ok:
                 tcs.add(tc)
     configured = settings.toolchain_wrapper if wrapper is None else wrapper
-    chosen, note = choose_wrapper(configured, ccache)
-    if note:
-        log(f"W: {note}")
-    return tcs.with_wrapper(chosen)
+    choice = choose_wrapper(configured, ccache)
+    if choice.note:
+        log(f"W: {choice.note}")
+    return tcs.with_wrapper(choice.wrapper, choice.ccache, lambda msg: log(f"W: {msg}"))
 
 
 def check_commits(git_dir: Path, hashes: Sequence[str | None]) -> list[str]:
