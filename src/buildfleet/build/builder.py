@@ -122,7 +122,7 @@ class Builder:
         # of git once per commit pair (keyed by hashes, never by position).
         self._changed: dict[tuple[str, str], list[str]] = {}
         self._changed_lock = threading.Lock()
-        self._trees = keep.Worktrees()
+        self.trees = keep.Worktrees()  # the slots' worktrees, shared (build.keep)
 
     def changed_files(self, worktree: Path, old: str, new: str) -> list[str]:
         with self._changed_lock:
@@ -132,6 +132,13 @@ class Builder:
             with self._changed_lock:
                 self._changed[(old, new)] = cached
         return cached
+
+    def kept_root(self, slot: Slot) -> Path | None:
+        """Where ``slot``'s boards keep their directories (build.keep), if they do."""
+        if (self.flags.in_tree or slot.fixed_out is not None or not slot.checkout
+                or self.flags.keep_build_dirs_mb <= 0):
+            return None
+        return slot.out_root.parent
 
     def build(self, job: BuildJob, slot: Slot, make_jobs: Callable[[], int], sink: Sink,
               stop: threading.Event) -> None:
@@ -166,7 +173,8 @@ class Builder:
                   and self.flags.keep_build_dirs_mb > 0)
         kept = keep.acquire(slot.out_root.parent, board.target) if pooled else None
         if pooled:
-            slot = self._trees.take(slot, keep.worktree_of(kept.path) if kept else None)
+            slot = self.trees.take(slot, keep.worktree_of(kept.path) if kept else None,
+                                    board.target)
             # Held by another run sharing this output tree: the slot's O=, from clean.
             out_dir = (slot.out_dir(board.target, self.flags.per_board_out_dir)
                        if kept is not None else slot.out_root / "build")
@@ -182,7 +190,7 @@ class Builder:
         finally:
             if pooled:
                 keep.move_out(kept)  # before the worktree is free: a job there wipes build/
-                self._trees.give_back(slot)
+                self.trees.give_back(slot)
             if kept is not None:
                 keep.evict(kept.path.parent, self.flags.keep_build_dirs_mb, keep=kept.path)
                 kept.release()

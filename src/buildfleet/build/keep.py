@@ -28,7 +28,8 @@ configuration input changed, warnings kept by ``warned.forget_objects``).
   flags that reach make, the toolchain, the slot's worktree and the O= path
   (kbuild records the source tree's and O='s absolute paths in each
   object's debug info, so objects made in another worktree would be mixed
-  into the image's debug strings). A directory with another is wiped.
+  into the image's debug strings). A directory with another is wiped, so
+  the local slots prefer boards whose worktree is free (:class:`Worktrees`).
 - A directory is used under an exclusive ``flock`` of ``.<target>.lock`` beside
   it, held for the board's whole job (moves included): two runs sharing an
   output tree never build in one directory at once (the second builds in its
@@ -51,6 +52,7 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -160,29 +162,39 @@ class Worktrees:
 
     A kept directory is only worth building on from the worktree that made
     it, so a job may take another slot's worktree when it is free. Every slot
-    brings its own worktree and each job holds exactly one, so a free one is
-    always found: the known trees (at least one per started slot) outnumber
-    the jobs holding one by at least the asker's.
+    brings its own worktree and each job holds at most one (busy, or claimed
+    for it when the pool gave it the job), so a free one is always found: the
+    known trees (one per slot that took or claimed one) outnumber the jobs
+    holding one by at least the asker's.
+
+    The local slots also choose their boards by it (:meth:`prefers`): with S
+    slots, a board taken when one worktree has just freed would otherwise find
+    its own busy about (S-1)/S of the time, and its directory be wiped.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._known: dict[Path, Slot] = {}
         self._busy: set[Path] = set()
+        self._claimed: dict[Path, str] = {}  # worktree -> the target whose job will take it
 
-    def take(self, slot: Slot, want: Path | None) -> Slot:
-        """The slot to build in: ``slot`` with the worktree ``want`` if free, else its
-        own if free, else any free one (``source_dir`` and ``out_root`` swapped)."""
+    def take(self, slot: Slot, want: Path | None, target: str = "") -> Slot:
+        """The slot to build in: ``slot`` with the worktree ``want`` if free (or claimed
+        for ``target``), else its own if free, else any free one (``source_dir`` and
+        ``out_root`` swapped)."""
         with self._lock:
+            for tree in [t for t, who in self._claimed.items() if who == target]:
+                del self._claimed[tree]
+            held = self._busy | set(self._claimed)
             self._known.setdefault(slot.source_dir, slot)
             if (want is not None and want not in self._known
                     and want.parent == slot.source_dir.parent and (want / ".git").is_file()):
                 # A sibling slot worktree whose slot has not started yet (or of an
                 # earlier run with more slots): a branch slot's out_root is its worktree.
                 self._known[want] = replace(slot, source_dir=want, out_root=want)
-            free = [t for t in self._known if t not in self._busy]
+            free = [t for t in self._known if t not in held]
             for choice in (want, slot.source_dir, *free):
-                if choice is not None and choice in self._known and choice not in self._busy:
+                if choice is not None and choice in self._known and choice not in held:
                     self._busy.add(choice)
                     other = self._known[choice]
                     return replace(slot, source_dir=other.source_dir, out_root=other.out_root)
@@ -191,6 +203,30 @@ class Worktrees:
     def give_back(self, slot: Slot) -> None:
         with self._lock:
             self._busy.discard(slot.source_dir)
+
+    def prefers(self, root: Path) -> Callable[[str], bool]:
+        """For the pool: is ``root/<target>``'s worktree free now? False for a board
+        with nothing kept (neutral: any worktree serves it alike)."""
+        def free(target: str) -> bool:
+            tree = worktree_of(root / target)
+            with self._lock:
+                return tree is not None and tree not in self._busy and tree not in self._claimed
+        return free
+
+    def claim(self, slot: Slot, root: Path, target: str) -> None:
+        """The pool gave ``target``'s job to ``slot``: hold its kept worktree, if free,
+        until the job takes it (:meth:`take`) or ends (:meth:`unclaim`). The slot's
+        own worktree becomes known, which keeps the count of the class docstring."""
+        tree = worktree_of(root / target)
+        with self._lock:
+            self._known.setdefault(slot.source_dir, slot)
+            if tree is not None and tree not in self._busy and tree not in self._claimed:
+                self._claimed[tree] = target
+
+    def unclaim(self, target: str) -> None:
+        with self._lock:
+            for tree in [t for t, who in self._claimed.items() if who == target]:
+                del self._claimed[tree]
 
 
 def read_state(out_dir: Path) -> dict[str, object] | None:

@@ -1,5 +1,10 @@
 """The local machine as an executor: the slot runner fed from the shared pool.
 
+A slot asks the pool for a board whose kept directory's worktree is free
+(``build.keep.Worktrees.prefers``), else for what the policy gives: a board
+built in another slot's worktree would have its directory wiped. A worker's
+slots build what the boss assigned them, in its order.
+
 A board that fails for the machine (full disk, git, make killed) or whose
 slot crashes goes back to the pool for another executor (a crash also counts
 as a thread exception, exit 102); it is never written and never lost.
@@ -20,14 +25,21 @@ from buildfleet.model import LOCAL, BuildJob, BuildResult
 class _PoolFeed:
     """The slot runner's boards from the pool, its results into the sink."""
 
-    def __init__(self, pool: JobPool, sink: ResultSink, log: Callable[[str], None]) -> None:
+    def __init__(self, pool: JobPool, sink: ResultSink, log: Callable[[str], None],
+                 builder: Builder) -> None:
         self.pool = pool
         self.sink = sink
+        self.trees = builder.trees
+        self.kept_root = builder.kept_root
         self.log = log
         self.failed: set[str] = set()  # targets with a failed make in the job being built
 
     def take(self, slot: Slot) -> BuildJob | None:
-        return self.pool.take(LOCAL)
+        root = self.kept_root(slot)
+        if root is None:
+            return self.pool.take(LOCAL)
+        return self.pool.take(LOCAL, prefer=self.trees.prefers(root),
+                              taken=lambda target: self.trees.claim(slot, root, target))
 
     def deliver(self, job: BuildJob, result: BuildResult) -> None:
         self.sink.accept(LOCAL, result)
@@ -45,7 +57,7 @@ class _PoolFeed:
             self.log(quarantine_line(LOCAL, self.pool.failures(LOCAL)))
 
     def ended(self, job: BuildJob) -> None:
-        pass
+        self.trees.unclaim(job.board.target)
 
 
 class LocalExecutor:
@@ -66,8 +78,8 @@ class LocalExecutor:
                  make_jobs: Callable[[int], int], stop: threading.Event,
                  log: Callable[[str], None], debug: bool = False) -> None:
         self.stop = stop
-        self.runner = SlotRunner(LOCAL, builder, slots, _PoolFeed(pool, sink, log), make_jobs, log,
-                                 tracebacks=debug)
+        feed = _PoolFeed(pool, sink, log, builder)
+        self.runner = SlotRunner(LOCAL, builder, slots, feed, make_jobs, log, tracebacks=debug)
 
     @property
     def exceptions(self) -> int:

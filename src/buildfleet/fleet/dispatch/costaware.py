@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from buildfleet.fleet.dispatch.costs import CostModel
 from buildfleet.fleet.dispatch.eta import expected_remaining
-from buildfleet.fleet.dispatch.policy import FifoPolicy, JobState
+from buildfleet.fleet.dispatch.policy import FifoPolicy, JobState, Prefer
 from buildfleet.fleet.dispatch.refit import RunLearner
 from buildfleet.model import Board, BuildJob
 
@@ -121,7 +121,8 @@ class CostAwarePolicy(FifoPolicy):
         return self._losers.pop(target, [])
 
     # -- transitions ----------------------------------------------------------
-    def take(self, name: str, now: float) -> BuildJob | None:
+    def take(self, name: str, now: float, prefer: Prefer | None = None) -> BuildJob | None:
+        """As FifoPolicy; ``prefer`` chooses among the boards the plan gives ``name``."""
         self._tick(now)
         if not self.usable(name) or not self.pending:
             return None
@@ -129,16 +130,27 @@ class CostAwarePolicy(FifoPolicy):
         if self._fastest(name):
             # The plan below would give it the first board it can build: its
             # first slot is free now, nobody else's is earlier, nobody is faster.
-            for i, target in enumerate(self.pending):
-                if self.buildable_by(name, target):
-                    del self.pending[i]
-                    return self._assign(name, target, now)
+            mine: Iterator[str] = (t for t in self.pending if self.buildable_by(name, t))
+        else:
+            mine = self._planned_for(name, now)
+        target = self._pick(name, mine, prefer)
+        if target is None:
             return None
+        self.pending.remove(target)
+        return self._assign(name, target, now)
+
+    def _planned_for(self, name: str, now: float) -> Iterator[str]:
+        """The pending boards the plan gives ``name`` now, longest first.
+
+        Each board another executor would finish earlier is booked on it and
+        the plan goes on; a board given to ``name`` is not booked, so each one
+        yielded is what ``name`` would take if it passed over the earlier ones.
+        """
         plan = self._slot_plan(now, asker=name)
         speeds = {n: s.speed for n, s in self.executors.items()}
         self._top_speed = max(s.speed for n, s in self.executors.items()
                               if not self.quarantined(n))
-        for i, target in enumerate(self.pending):
+        for target in self.pending:
             if self._too_risky(name, target):
                 continue
             cost = self._cost[target]
@@ -157,11 +169,10 @@ class CostAwarePolicy(FifoPolicy):
                 continue  # nobody usable can build it now
             if mine is not None and (best == name
                                      or mine - self.margin * cost / speeds[name] <= best_end):
-                del self.pending[i]
-                return self._assign(name, target, now)
+                yield target
+                continue
             # Book it on its best executor's earliest slot and plan on.
             heapq.heapreplace(plan[best], best_end)
-        return None
 
     def hedge(self, name: str, now: float) -> BuildJob | None:
         """A second copy of the straggler expected to end last, or None.

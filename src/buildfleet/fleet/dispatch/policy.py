@@ -17,7 +17,9 @@ How a driver uses either (the pool does exactly this):
 
 1. ``add_executor`` per executor, ``add_jobs`` once;
 2. whenever an executor has a free slot: ``take(name, now)``; when that gives
-   None, ``hedge(name, now)`` (always None for the baseline);
+   None, ``hedge(name, now)`` (always None for the baseline). ``take`` may get
+   a preference, a predicate on targets (see :meth:`FifoPolicy._pick`): the
+   local slots prefer boards whose kept directory's worktree is free;
 3. when an executor delivered every result of a board: ``finished(name,
    target, now)``; if it returned True, cancel the copies named by
    ``losers(target)``; if it returned False, discard that executor's results;
@@ -34,11 +36,16 @@ How a driver uses either (the pool does exactly this):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from buildfleet.fleet.dispatch.stats import DispatchStats, ExecutorStats
 from buildfleet.model import Board, BuildJob
+
+PREFER_WINDOW = 4
+"""A preference looks at this many × the executor's slots of the boards it could take."""
+
+Prefer = Callable[[str], bool]
 
 
 @dataclass
@@ -188,16 +195,18 @@ class FifoPolicy:
         return self.stats.idle_time(name)
 
     # -- transitions ----------------------------------------------------------
-    def take(self, name: str, now: float) -> BuildJob | None:
-        """Give ``name`` its next job, or None if nothing fits it right now."""
+    def take(self, name: str, now: float, prefer: Prefer | None = None) -> BuildJob | None:
+        """Give ``name`` its next job, or None if nothing fits it right now
+        (``prefer``: see :meth:`_pick`)."""
         self._tick(now)
         if not self.usable(name):
             return None
-        for i, target in enumerate(self.pending):
-            if self.buildable_by(name, target):
-                del self.pending[i]
-                return self._assign(name, target, now)
-        return None
+        target = self._pick(name, (t for t in self.pending if self.buildable_by(name, t)),
+                            prefer)
+        if target is None:
+            return None
+        self.pending.remove(target)
+        return self._assign(name, target, now)
 
     def finished(self, name: str, target: str, now: float, failed: bool = False) -> bool:
         """``name`` delivered every result of ``target`` (``failed``: a make failed).
@@ -256,6 +265,26 @@ class FifoPolicy:
         return None
 
     # -- internals ------------------------------------------------------------
+    def _pick(self, name: str, candidates: Iterable[str], prefer: Prefer | None) -> str | None:
+        """The first of ``candidates`` (the boards the policy would give ``name``, best
+        first) that ``prefer`` accepts, among the first ``PREFER_WINDOW`` × its slots;
+        else the first candidate, as without a preference.
+
+        Why bounded: the predicate may read a file per board (a kept directory's
+        state), and a pending list of 1,500 boards is not scanned on every take.
+        The policy knows nothing of what is preferred, only the predicate's answer.
+        """
+        window = PREFER_WINDOW * self.executors[name].slots
+        first: str | None = None
+        for seen, target in enumerate(candidates):
+            if prefer is None or prefer(target):
+                return target
+            if first is None:
+                first = target
+            if seen + 1 >= window:
+                break
+        return first
+
     def _tick(self, now: float | None) -> float | None:
         """Remember the latest time seen (for calls that do not pass one)."""
         if now is None:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from buildfleet.fleet.dispatch.policy import FifoPolicy
+from buildfleet.fleet.dispatch.policy import FifoPolicy, Prefer
 from buildfleet.model import Board, BuildJob
 
 CancelHook = Callable[[str], None]
@@ -57,18 +57,27 @@ class JobPool:
                 self._cancel_hooks[name] = cancel
             self._cond.notify_all()
 
-    def _next(self, name: str) -> BuildJob | None:
+    def _next(self, name: str, prefer: Prefer | None = None) -> BuildJob | None:
         now = self.clock()
-        job = self.policy.take(name, now)
+        job = self.policy.take(name, now, prefer)
         return job if job is not None else self.policy.hedge(name, now)
 
-    def take(self, name: str, timeout: float | None = None) -> BuildJob | None:
-        """The next job for ``name``; None when it will get no more (or on close)."""
+    def take(self, name: str, timeout: float | None = None, prefer: Prefer | None = None,
+             taken: Callable[[str], None] | None = None) -> BuildJob | None:
+        """The next job for ``name``; None when it will get no more (or on close).
+
+        ``prefer`` goes to the policy (boards it would rather have, see
+        ``policy.FifoPolicy._pick``); ``taken(target)`` runs under the pool's
+        lock before the job is returned, so what the caller books for it (a
+        kept directory's worktree) is seen by the next ``take``'s ``prefer``.
+        """
         deadline = None if timeout is None else self.clock() + timeout
         with self._cond:
             while not self._closed:
-                job = self._next(name)
+                job = self._next(name, prefer)
                 if job is not None:
+                    if taken is not None:
+                        taken(job.board.target)
                     return job
                 if not self.policy.has_work_for(name):
                     return None
