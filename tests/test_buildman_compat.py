@@ -18,7 +18,7 @@ import pytest
 from bfrun import Run, bf_env, branch_revs, git, require_cross, result_dir, run_bf, settings_file
 from buildfleet.demo import DemoTree, make_demo_tree
 from buildfleet.model import Board, Commit
-from buildfleet.results.collect import FailureFacts, find_flakes
+from buildfleet.results.collect import FailureFacts, error_files, find_flakes
 
 # Boards whose boards.cfg order (umbrella_arm3 is an orphan: status '-', first)
 # differs from their order by name.
@@ -105,6 +105,16 @@ def test_find_flakes_steps() -> None:
     assert find_flakes(boards, commits, history, changed) == ["b", "c"]
     assert find_flakes(boards, commits, history) == ["a", "b", "c"]
     assert find_flakes(boards, commits[:2], history[:2], changed) == []
+
+
+def test_error_files_are_named_as_the_commits_name_them() -> None:
+    """kbuild's ``../common/board_f.c`` (O= a direct child of the tree) is the
+    tree's ``common/board_f.c``, the name a commit's change list gives; a name
+    already relative to the tree stays as it is."""
+    lines = ["../common/board_f.c:12:3: error: expected ';' before '}' token",
+             "In file included from ../include/demo.h:4,",
+             "drivers/serial.c:3:1: error: expected ';' before '}' token"]
+    assert error_files(lines) == {"common/board_f.c", "include/demo.h", "drivers/serial.c"}
 
 
 def _path_without(tmp_path: Path, prefix: str) -> str:

@@ -397,7 +397,12 @@ def test_uncommitted_edit_is_built_remotely(sshd_harness: SshdHarness, tmp_path:
     local = build("local")
     assert host_of(remote) in ("Alpha", "beta")
     assert f"unused variable '{EDIT_MARKER}'" in (remote / "err").read_text()
+    # The worker builds the snapshot in a worktree, but with O= outside it as the
+    # local build has it, so kbuild names the file alike (absolute, not ../).
     assert (remote / "err").read_text() == (local / "err").read_text()
+    for result in (remote, local):
+        o_args = [a for a in (result / "out-cmd").read_text().split() if a.startswith("O=")]
+        assert o_args and all(Path(a[2:]).is_absolute() for a in o_args), result
     assert (remote / "sizes").read_bytes() == (local / "sizes").read_bytes()
     assert (remote / "sizes").read_bytes() != (clean / "sizes").read_bytes()
     assert not (clean / "err").exists()

@@ -111,6 +111,11 @@ class BuildFlags:
     # Build through ccache where the machine has it and no toolchain wrapper is
     # set (buildfleet.ccache); each machine, worker or boss, decides for itself.
     ccache: bool = True
+    # The commits are snapshots of a working tree (no -b). A worker builds such
+    # a snapshot in a worktree; it gets an O= outside it and an absolute O=, as
+    # the boss's own current-source build does, so kbuild names the sources
+    # alike (absolute, not ../) and the results match.
+    current_source: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -175,6 +175,7 @@ def build_flags(opts: PlanOptions, settings: Settings, selected: list[Board]) ->
         skip_unchanged=settings.skip_unchanged and not opts.no_skip,
         keep_build_dirs_mb=settings.keep_build_dirs_mb,
         ccache=settings.ccache and not opts.no_ccache,
+        current_source=opts.branch is None,
     )
 
 

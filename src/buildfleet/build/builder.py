@@ -162,8 +162,10 @@ class Builder:
                                      host=self.host))
                 return
             env["DTC"] = dtc
-        out_dir = None if self.flags.in_tree else slot.out_dir(board.target,
-                                                              self.flags.per_board_out_dir)
+        # A snapshot of the boss's working tree: O= beside the worktree (BuildFlags).
+        snapshot = self.flags.current_source and slot.checkout
+        out_dir = None if self.flags.in_tree else slot.out_dir(
+            board.target, self.flags.per_board_out_dir, beside=snapshot)
         fixed = out_dir is not None and slot.fixed_out is not None
         if fixed and out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)  # -w: the user's directory, never wiped
@@ -357,8 +359,9 @@ class Builder:
         guard (time limit, Kconfig loop) returns ``stopped`` with it left too.
         """
         js = self.jobserver
+        relative_to = slot.source_dir if slot.checkout and not self.flags.current_source else None
         args = common_args(self.flags, out_dir, js.size if js else jobs, board.target,
-                           slot.source_dir if slot.checkout else None, jobserver=js is not None)
+                           relative_to, jobserver=js is not None)
         result = MakeOutcome()
         config_out = ""
         obj = out_dir if out_dir is not None else slot.source_dir

@@ -38,11 +38,16 @@ class Slot:
     checkout: bool
     fixed_out: Path | None = None   # -w: the O= directory whatever the board
 
-    def out_dir(self, target: str, per_board: bool) -> Path:
+    def out_dir(self, target: str, per_board: bool, beside: bool = False) -> Path:
+        """The O= directory for ``target``: ``build`` in the slot (in a branch build a
+        direct child of the slot's worktree: kbuild names sources ``../x.c``), unless
+        -w, -P or ``beside`` (a sibling of the slot: kbuild names them absolutely)."""
         if self.fixed_out is not None:
             return self.fixed_out
         if per_board:
             return self.out_root.parent / target
+        if beside:
+            return self.out_root.parent / f"{self.out_root.name}-current"
         return self.out_root / "build"
 
 

@@ -224,9 +224,17 @@ _ERROR_FILE_RE = re.compile(r"^(?:In file included from )?([^\s:]+\.[A-Za-z]+):\
 
 
 def error_files(err_lines: list[str]) -> frozenset[str]:
-    """Source files named by the error lines of a build (``path:line:...``)."""
+    """Source files named by the error lines of a build (``path:line:...``), relative
+    to the source tree.
+
+    kbuild compiles in ``O=`` and, when ``O=`` is a direct child of the source
+    tree (buildman's ``O=build``), names a source ``../common/board_f.c``: that
+    is ``common/board_f.c`` of the tree, the name a commit's change list gives.
+    (An absolute name has lost its source-tree prefix before it is stored.)
+    """
     errors, _ = split_errors_warnings(err_lines)
-    return frozenset(m.group(1) for line in errors if (m := _ERROR_FILE_RE.match(line)))
+    return frozenset(m.group(1).removeprefix("../") for line in errors
+                     if (m := _ERROR_FILE_RE.match(line)))
 
 
 def flake_record(cur: CommitResults) -> FlakeRecord:

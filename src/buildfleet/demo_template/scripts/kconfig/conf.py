@@ -43,7 +43,9 @@ def with_kconfiglib(srctree, defconfig):
     os.environ["srctree"] = srctree
     os.environ.setdefault("UBOOTVERSION", "demo")
     os.environ["KCONFIG_OBJDIR"] = ""
-    kconf = kconfiglib.Kconfig(os.path.join(srctree, "Kconfig"), warn=False)
+    # Relative to $srctree, which kbuild makes relative itself ("..") when O= is
+    # a direct child of the source tree: kconfiglib joins the two.
+    kconf = kconfiglib.Kconfig("Kconfig", warn=False)
     kconf.load_config(defconfig)
     names = {kconfiglib.BOOL: "bool", kconfiglib.TRISTATE: "bool",
              kconfiglib.STRING: "string", kconfiglib.INT: "int", kconfiglib.HEX: "hex"}
