@@ -196,6 +196,49 @@ def test_verbose_incremental_and_mrproper(tree: DemoTree, tmp_path: Path) -> Non
     assert nocfg.returncode != 0 and 'Configuration file ".config" not found' in nocfg.stderr
 
 
+@pytest.mark.parametrize("layout", ["child", "elsewhere", "sibling", "in-tree"])
+def test_compiles_the_kbuild_way(tree: DemoTree, tmp_path: Path, layout: str) -> None:
+    """As U-Boot's kbuild, make runs a second make in O= and compiles there, so
+    gcc names a source ../drivers/serial.c when O= is a direct child of the source
+    tree and by its absolute path otherwise; no O=: as given, relative to the tree.
+    Objects and dependency files are in O=, and an unchanged tree rebuilds nothing
+    while a header change recompiles what includes it."""
+    src = tmp_path / "src"
+    git(tree, "worktree", "add", "-q", "--detach", str(src), "main")
+    with (src / "drivers" / "serial.c").open("a") as f:
+        f.write("static int unused_demo_state;\n")
+    src = src.resolve()
+    o_arg, out, named = {
+        "child": ("O=build", src / "build", "../drivers/serial.c"),
+        "elsewhere": (f"O={tmp_path / 'out'}", tmp_path / "out", f"{src}/drivers/serial.c"),
+        "sibling": ("O=../sib", tmp_path / "sib", f"{src}/drivers/serial.c"),
+        "in-tree": ("", src, "drivers/serial.c"),
+    }[layout]
+    o_args = [o_arg] if o_arg else []
+
+    def make(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["make", *o_args, *args], cwd=src, env=ENV, capture_output=True,
+                              text=True, timeout=60)
+
+    cfg = make("sandbox_defconfig")
+    assert cfg.returncode == 0, cfg.stderr
+    first = make("-j2")
+    assert first.returncode == 0, first.stderr
+    diags = re.findall(r"^(\S+):\d+:\d+: warning: .unused_demo_state. defined but not used",
+                       first.stderr, re.M)
+    assert diags == [named], first.stderr
+    assert (out / "drivers" / "serial.o").is_file() and (out / "u-boot").is_file()
+    deps = (out / "drivers" / "serial.d").read_text()
+    assert f" {named}" in deps, deps
+    again = make("V=1")
+    assert again.returncode == 0 and " -c -o " not in again.stdout, again.stdout
+    (src / "include" / "demo.h").write_text((src / "include" / "demo.h").read_text() + "\n")
+    header = make("V=1")
+    compiled = [ln.split()[-1] for ln in header.stdout.splitlines() if " -c -o " in ln]
+    assert named in compiled, header.stdout
+    git(tree, "worktree", "remove", "--force", str(src))
+
+
 def test_configure_without_kconfiglib_matches(tree: DemoTree, tmp_path: Path) -> None:
     conf = tree.path / "scripts" / "kconfig" / "conf.py"
     for brd in tree.boards:

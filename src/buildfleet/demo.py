@@ -3,9 +3,12 @@
 Tests, benchmarks and ``buildfleet --demo`` need a tree that speaks U-Boot's
 build interface (Kconfig, defconfigs, MAINTAINERS, ``make O= <t>defconfig``,
 ``make CROSS_COMPILE=``) and compiles real C into real ELF files, but builds in
-well under a second per board. The history on branch ``demo`` is designed so
-that each kind of outcome a summary reports happens on known boards at known
-commits; :class:`DemoTree` records which, so callers can assert on them.
+well under a second per board. Its Makefile compiles in ``O=`` as kbuild does
+(``../common/main.c`` when ``O=`` is a direct child of the tree, absolute
+names otherwise), so the tests meet the path forms a real tree prints. The
+history on branch ``demo`` is designed so that each kind of outcome a summary
+reports happens on known boards at known commits; :class:`DemoTree` records
+which, so callers can assert on them.
 
 Commit numbers in :class:`DemoTree` index the branch's own commits (oldest
 first, the upstream commit not counted). A ``-b demo`` build also builds the
@@ -19,7 +22,7 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -333,6 +336,47 @@ def make_demo_tree(path: Path, boards: int = 8, commits: int = 4,
                             if VENDOR_STATUS.get(b.vendor, "").startswith("Orphan")), None))
 
 
+@dataclass(frozen=True)
+class BranchCommit:
+    """One commit of a branch :func:`edit_branch` makes: files written whole."""
+
+    subject: str
+    files: Mapping[str, str]  # path in the tree -> its new text
+    body: str = "A demo edit."
+
+
+def demo_file(tree: DemoTree, rel: str, rev: str = "main") -> str:
+    """The text of file ``rel`` of the demo tree at ``rev``, byte for byte."""
+    out = subprocess.run(["git", "cat-file", "blob", f"{rev}:{rel}"], cwd=tree.path,
+                         capture_output=True, check=False)
+    if out.returncode:
+        raise DemoError(f"no {rel} at {rev} in {tree.path}: "
+                        f"{out.stderr.decode(errors='replace').strip()}")
+    return out.stdout.decode("utf-8")
+
+
+def edit_branch(tree: DemoTree, name: str, commits: Sequence[BranchCommit],
+                start: str = "main") -> list[str]:
+    """Add branch ``name`` off ``start``, one commit per :class:`BranchCommit`.
+
+    What tests need to put a warning, an error or its fix in a known file at a
+    known commit, as a real branch under review does (build it with ``-b
+    name``). The branch tracks ``start``; the commits' hashes are returned,
+    oldest first, and ``tree.branch`` is checked out again.
+    """
+    _git(tree.path, "checkout", "-q", "-b", name, start)
+    _git(tree.path, "config", f"branch.{name}.remote", ".")
+    _git(tree.path, "config", f"branch.{name}.merge", f"refs/heads/{start}")
+    hashes = []
+    when = BASE_DATE + 3600 * 1000
+    for commit in commits:
+        _write(tree.path, dict(commit.files))
+        when += 3600
+        hashes.append(_commit(tree.path, commit.subject, commit.body, when))
+    _git(tree.path, "checkout", "-q", tree.branch)
+    return hashes
+
+
 def touch_branch(tree: DemoTree, name: str, paths: list[str], start: str = "main") -> list[str]:
     """Add branch ``name`` off ``start`` with one commit per path, each editing that file.
 
@@ -342,22 +386,15 @@ def touch_branch(tree: DemoTree, name: str, paths: list[str], start: str = "main
     one board, or a file every board reads). The branch tracks ``start``; the
     commits' hashes are returned, oldest first.
     """
-    _git(tree.path, "checkout", "-q", "-b", name, start)
-    _git(tree.path, "config", f"branch.{name}.remote", ".")
-    _git(tree.path, "config", f"branch.{name}.merge", f"refs/heads/{start}")
-    hashes = []
-    when = BASE_DATE + 3600 * 1000
+    texts: dict[str, str] = {}
+    commits = []
     for step, rel in enumerate(paths):
-        dest = tree.path / rel
-        c_like = dest.suffix in (".c", ".h", ".S", ".dts", ".dtsi")
+        c_like = Path(rel).suffix in (".c", ".h", ".S", ".dts", ".dtsi")
         note = f"touched at step {step + 1}"
         line = f"/* {note} */\n" if c_like else f"# {note}\n"
-        with dest.open("a", encoding="utf-8") as f:
-            f.write(line)
-        when += 3600
-        hashes.append(_commit(tree.path, f"{rel}: {note}", "A comment only.", when))
-    _git(tree.path, "checkout", "-q", tree.branch)
-    return hashes
+        texts[rel] = (texts[rel] if rel in texts else demo_file(tree, rel, start)) + line
+        commits.append(BranchCommit(f"{rel}: {note}", {rel: texts[rel]}, "A comment only."))
+    return edit_branch(tree, name, commits, start)
 
 
 def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> int:
