@@ -380,9 +380,14 @@ def test_local_only_arch_not_built_with_no_local(extra_arch_tree: tuple[Path, Pa
 
 # ---- what is pushed is what is built ------------------------------------------------------
 
-def test_uncommitted_edit_is_built_remotely(sshd_harness: SshdHarness, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kept", [False, True])
+def test_uncommitted_edit_is_built_remotely(sshd_harness: SshdHarness, tmp_path: Path,
+                                            kept: bool) -> None:
+    """A worker builds the snapshot of the working tree as the local build does,
+    whether build directories are kept or not (the local current-source build
+    keeps none)."""
     tree = make_demo_tree(tmp_path / "src", boards=1, commits=1)
-    settings = write_settings(tmp_path / "buildman.cfg", sshd_harness.reachable)
+    settings = write_settings(tmp_path / "buildman.cfg", sshd_harness.reachable, kept=kept)
 
     def build(out: str, *extra: str) -> Path:
         run = buildfleet(["-G", str(settings), "-o", str(tmp_path / out), *extra, "sandbox"],

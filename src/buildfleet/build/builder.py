@@ -171,7 +171,8 @@ class Builder:
             out_dir.mkdir(parents=True, exist_ok=True)  # -w: the user's directory, never wiped
         # Kept directories (build.keep): the board's own, in the worktree that made it,
         # moved to a clean build's O= for the job so kbuild spells paths alike.
-        pooled = (out_dir is not None and not fixed and slot.checkout
+        # Not for a snapshot: it stands in for a current-source build, which keeps none.
+        pooled = (out_dir is not None and not fixed and slot.checkout and not snapshot
                   and self.flags.keep_build_dirs_mb > 0)
         kept = keep.acquire(slot.out_root.parent, board.target) if pooled else None
         if pooled:
