@@ -13,14 +13,23 @@ Arranged so the order is not left to chance: run 1 builds P and Q with
 one of P and Q: the "sharer"; the other is the "lone" board). Run 2's order
 comes from a ``--costs`` file (run 1's results are removed, so their history
 does not override it): sharer, A, lone. Without the fix the two slots take
-sharer and A, which both want 00. The rebase adds sources to the lone board
-only, so its build outlasts the sharer's, and A finds 00 free when it is taken.
+sharer and A, which both want 00. With it, the slot not given the sharer
+takes lone, and A gets a slot only when another board is finished. Lone's
+compiles wait on a FIFO (``-pipe -include`` in KCFLAGS, both runs, from the
+environment: the kept directories stay valid; ``--no-ccache`` so gcc opens it;
+``--no-jobserver`` so held compiles hold no other make's job tokens) until
+A's result for run 2's first commit exists, so the slot that frees first is
+always the sharer's (00), whatever the machine's speed: no race of build
+lengths decides whether A finds 00 free.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 from bfrun import (
@@ -36,9 +45,32 @@ from bfrun import (
 )
 from buildfleet.build import keep
 from buildfleet.demo import make_demo_tree
-from buildfleet.demo_sources import bulk_c
 
 P, Q, A = "sandbox", "initech_rv1", "acme_arm1"
+GATE_TIMEOUT = 90.0  # for A's first result while lone is held (under bfrun.RUN_TIMEOUT)
+
+
+def _release(fifo: Path) -> None:
+    """Let every compile held on ``fifo`` go on, and later ones not wait: each reads
+    an empty header (as an ordinary empty file at the same path gives them)."""
+    if not fifo.is_fifo():
+        return
+    fd = os.open(fifo, os.O_RDWR)  # never blocks; every open() waiting on it returns
+    try:
+        fifo.unlink()
+        fifo.write_text("")
+    finally:
+        os.close(fd)  # no writer left: what was held reads EOF
+
+
+def _gate(fifo: Path, ready: Path, stop: threading.Event, opened: list[bool]) -> None:
+    """Release ``fifo`` once ``ready`` exists; also (reporting False) when the run
+    ends or the deadline passes, so nothing is left held."""
+    deadline = time.monotonic() + GATE_TIMEOUT
+    while not ready.exists() and not stop.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    opened.append(ready.exists())
+    _release(fifo)
 
 
 def test_a_rebased_branch_builds_every_board_on_its_kept_directory(tmp_path: Path) -> None:
@@ -46,7 +78,21 @@ def test_a_rebased_branch_builds_every_board_on_its_kept_directory(tmp_path: Pat
     tree = make_demo_tree(tmp_path / "src", boards=8, commits=1)
     env = bf_env({"XDG_CACHE_HOME": str(tmp_path / "cache")})
     out = tmp_path / "out"
-    base = ["-b", "demo", "-r", "-o", str(out), "-G", str(settings_file(tmp_path))]
+    # Every compile includes hold/<board dir>/hold.h: empty in run 1, lone's a FIFO
+    # in run 2. Through KCFLAGS in the environment, which is not among what a kept
+    # directory was built with ([make-flags] are, for the boards a run selects).
+    hold = tmp_path / "hold"
+    dirs = {b.target: b.board_dir for b in tree.boards}
+    for target in (P, Q, A):
+        (hold / dirs[target]).mkdir(parents=True)
+        (hold / dirs[target] / "hold.h").write_text("")
+    env["KCFLAGS"] = f"-pipe -include {hold}/$(BOARDDIR)/hold.h"
+    settings = settings_file(tmp_path)
+    # --no-ccache: the FIFO holds cc1 only when gcc runs the compile itself.
+    # --no-jobserver: held compiles would keep the machine's shared job tokens, and
+    # the sharer's make could not run; each make gets its own -j instead.
+    base = ["-b", "demo", "-r", "-o", str(out), "-G", str(settings), "--no-ccache",
+            "--no-jobserver"]
     for boards, threads in ((f"{P},{Q}", "2"), (A, "1")):
         run = run_bf([*base, "--boards", boards, "-T", threads], tree.path, env)
         assert run.returncode == 0, run
@@ -61,27 +107,38 @@ def test_a_rebased_branch_builds_every_board_on_its_kept_directory(tmp_path: Pat
         if path.is_dir() and path.name != ".bm-work":
             shutil.rmtree(path)  # run 1's history: the order comes from --costs alone
 
-    # Upstream moves on (the lone board gets sources of its own); demo is rebased.
+    # Upstream moves on (every board compiles serial.c); demo is rebased.
     git(tree.path, "checkout", "-q", "main")
     with (tree.path / "drivers" / "serial.c").open("a") as f:
         f.write("/* upstream moved on */\n")
-    board_dir = next(b.board_dir for b in tree.boards if b.target == lone)
-    (tree.path / board_dir / "bulk").mkdir()
-    for i in range(24):
-        (tree.path / board_dir / "bulk" / f"bulk_{i:03d}.c").write_text(bulk_c(i))
-    git(tree.path, "add", "-A")
-    git(tree.path, "commit", "-qm", "serial: a comment; more sources for one board")
+    git(tree.path, "commit", "-qam", "serial: a comment")
     git(tree.path, "checkout", "-q", "demo")
     git(tree.path, "rebase", "-q", "main")
+    first = branch_revs(tree.path, "demo")[0]  # the new upstream commit
 
     costs = tmp_path / "costs.json"
     costs.write_text(json.dumps({
         "format": "buildfleet-costs", "version": 1, "unit": "seconds",
         "boards": {sharer: {"local": 300.0}, A: {"local": 200.0}, lone: {"local": 100.0}}}))
-    run = run_bf([*base, "--boards", f"{P},{Q},{A}", "-T", "2", "--costs", str(costs)],
-                 tree.path, env)
+    # Lone's compiles wait until A's result for the first commit exists: the slot
+    # that frees for A is the sharer's.
+    fifo = hold / dirs[lone] / "hold.h"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    stop, opened = threading.Event(), list[bool]()
+    gate = threading.Thread(target=_gate, daemon=True,
+                            args=(fifo, result_dir(out / "demo", first, A) / "done",
+                                  stop, opened))
+    gate.start()
+    try:
+        run = run_bf([*base, "--boards", f"{P},{Q},{A}", "-T", "2", "--costs", str(costs)],
+                     tree.path, env)
+    finally:
+        stop.set()
+        gate.join()
+        _release(fifo)
     assert run.returncode == 0, run
-    first = branch_revs(tree.path, "demo")[0]  # the new upstream commit
+    assert opened == [True], f"{lone} was let go before {A}'s first result: {run}"
     configured = [t for t in (P, Q, A)
                   if any(c.endswith("_defconfig")
                          for c in make_lines(result_dir(out / "demo", first, t)))]
