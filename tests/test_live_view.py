@@ -55,7 +55,13 @@ class PtyRun:
     raw: str
 
 
-FRAME_START = "\r\x1b[2K"
+# Where a screen is recorded: before each carriage return that does not end a
+# line. rich starts every drawing with "\r" + erase-line and the erase of a
+# transient view (when it stops) with "\r" + cursor-up, while the lines of a
+# drawing end with "\r\n" (the pty's ONLCR). So each drawing gets a screen of
+# its own even when one read holds the last drawing and its erase, which it
+# always does at the end: rich writes both in one write.
+FRAME_START = re.compile(r"(?=\r(?!\n))")
 
 
 def run_in_pty(argv: list[str], cwd: Path, interrupt_when: Callable[[list[str]], bool]
@@ -65,6 +71,12 @@ def run_in_pty(argv: list[str], cwd: Path, interrupt_when: Callable[[list[str]],
     ``interrupt_when(screen)``: type Ctrl-C (through the terminal, as a user
     would) the first time it is true.
     """
+    return run_command_in_pty([sys.executable, "-m", "buildfleet", *argv], cwd, interrupt_when)
+
+
+def run_command_in_pty(command: list[str], cwd: Path, interrupt_when:
+                       Callable[[list[str]], bool] | None = None) -> PtyRun:
+    """Run COMMAND with a COLS x ROWS pty as its terminal (see :func:`run_in_pty`)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "CI")}
@@ -77,7 +89,7 @@ def run_in_pty(argv: list[str], cwd: Path, interrupt_when: Callable[[list[str]],
         # ignored (as a shell's background job does): a user's terminal has it.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    proc = subprocess.Popen([sys.executable, "-m", "buildfleet", *argv], cwd=cwd, env=env,
+    proc = subprocess.Popen(command, cwd=cwd, env=env,
                             stdin=slave, stdout=slave, stderr=slave, close_fds=True,
                             preexec_fn=make_controlling_tty)
     os.close(slave)
@@ -102,12 +114,10 @@ def run_in_pty(argv: list[str], cwd: Path, interrupt_when: Callable[[list[str]],
                 break
             text = data.decode("utf-8", "replace")
             raw.append(text)
-            # One screen per drawing: rich starts each redraw (and the erase of a
-            # transient view at its end) with "\r" + erase-line, and one read can
-            # hold the last drawing and its erase together.
-            for i, piece in enumerate(text.split(FRAME_START)):
-                stream.feed(piece if i == 0 else FRAME_START + piece)
-                screens.append(list(screen.display))
+            for piece in FRAME_START.split(text):  # one screen per drawing
+                if piece:
+                    stream.feed(piece)
+                    screens.append(list(screen.display))
             if interrupt_when and not interrupted and interrupt_when(screens[-1]):
                 os.write(master, b"\x03")
                 interrupted = True
@@ -244,3 +254,60 @@ def test_verbose_keeps_one_line_on_a_terminal(setup: Setup) -> None:
     assert run.rc in (0, 101), run.raw[-3000:]
     assert not any(machine_lines(s) or run_line(s) for s in run.screens)
     assert re.search(r"\d+ +\d+ +\d+ /\d+", ANSI_RE.sub("", run.raw))
+
+
+# The end of a run as the live view draws it: results arrive between timed
+# redraws, the last one just before the view stops. Each drawing is numbered.
+LAST_RESULT_THEN_STOP = """
+import sys, threading
+from rich.text import Text
+from buildfleet.fleet.status import BUILDING, FleetSnapshot, MachineView
+from buildfleet.results import fleet_view
+from buildfleet.results.progress import Progress, RunCounts
+
+counts = RunCounts(total=int(sys.argv[1]))
+progress = Progress(counts, sys.stdout)
+drawn = threading.Event()
+drawings = [0]
+
+def view():
+    drawings[0] += 1
+    drawn.set()
+    local = MachineView("local", BUILDING, "", 2, (), counts.done, 1.0)
+    snap = FleetSnapshot((local,), counts.ok, counts.warned, counts.failed, counts.done,
+                         counts.total, None)
+    return Text("\\n").join([fleet_view.render(snap), Text(f"drawing {drawings[0]}")])
+
+progress.show_fleet(view)
+for i in range(counts.total):
+    drawn.clear()
+    if not drawn.wait(60):  # a timed redraw before each result
+        sys.exit("no timed redraw")
+    counts.add(0, False)
+    progress.update(f"board{i}")
+progress.stop()
+print(f"drawings: {drawings[0]}")
+"""
+
+
+def test_the_last_drawing_before_the_erase_is_seen(tmp_path: Path) -> None:
+    """The screens run_in_pty records include the view's last drawing.
+
+    Why: rich draws the transient view one last time when it stops and erases
+    it in the same write; that drawing is the only one sure to count every
+    result, and the tests above read the last one they saw.
+    """
+    total = 4
+    run = run_command_in_pty([sys.executable, "-c", LAST_RESULT_THEN_STOP, str(total)], tmp_path)
+    assert run.rc == 0, run.raw[-3000:]
+    drawings = re.search(r"drawings: (\d+)", ANSI_RE.sub("", run.raw))
+    assert drawings, run.raw[-3000:]
+    views = [screen for screen in run.screens if run_line(screen)]
+    assert views, run.raw[-3000:]
+    last = views[-1]
+    assert f"drawing {drawings.group(1)}" in [line.strip() for line in last], last
+    last_run = run_line(last)
+    assert last_run and (int(last_run.group(1)), int(last_run.group(2))) == (total, total), last
+    match = RESULTS_RE.match(machine_lines(last)["local"][1])
+    assert match and int(match.group(3)) == total, last
+    assert not machine_lines(run.final) and run_line(run.final) is None, run.final
