@@ -66,6 +66,27 @@ def run_bf(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     return Run(args, proc.returncode, proc.stdout, proc.stderr)
 
 
+def path_without(tool: str, directory: Path) -> str:
+    """This PATH with ``tool`` gone and every other program still found, in the same order.
+
+    Why: a tool shares its directory with the ones a build needs (a packaged
+    dtc sits in /usr/bin with make, gcc, cpp and git), so leaving that
+    directory out of PATH would take them away too. Each directory holding
+    ``tool`` is replaced by one under ``directory`` with symlinks to its
+    other entries.
+    """
+    dirs = os.environ["PATH"].split(os.pathsep)
+    for i, d in enumerate(dirs):
+        if d and (Path(d) / tool).exists():
+            copy = directory / f"path{i}"
+            copy.mkdir(parents=True)
+            for entry in os.scandir(d):
+                if entry.name != tool:
+                    (copy / entry.name).symlink_to(entry.path)
+            dirs[i] = str(copy)
+    return os.pathsep.join(dirs)
+
+
 def git(repo: Path, *args: str) -> str:
     env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="T",
                GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="T",

@@ -21,6 +21,7 @@ from bfrun import (
     branch_revs,
     done_code,
     make_lines,
+    path_without,
     require_cross,
     result_dir,
     run_bf,
@@ -268,10 +269,10 @@ def test_work_in_output_usage_errors(demo: DemoTree, settings: Path, tmp_path: P
 
 def test_dtc_skip_passes_the_system_dtc_or_refuses(demo: DemoTree, settings: Path,
                                                    tmp_path: Path) -> None:
-    # A PATH without any dtc: the run refuses before building.
-    path_dirs = [d for d in os.environ["PATH"].split(os.pathsep)
-                 if not (Path(d) / "dtc").exists()]
-    env = dict(os.environ, PATH=os.pathsep.join(path_dirs))
+    # A PATH without any dtc (but with the compilers): the run refuses before building.
+    no_dtc = path_without("dtc", tmp_path / "no-dtc")
+    assert shutil.which("dtc", path=no_dtc) is None
+    env = dict(os.environ, PATH=no_dtc)
     run = run_bf(["-G", str(settings), "-o", str(tmp_path / "o1"), "--dtc-skip", TABLE_BOARD],
                  cwd=demo.path, env=env)
     assert run.returncode == 1, run
@@ -282,7 +283,7 @@ def test_dtc_skip_passes_the_system_dtc_or_refuses(demo: DemoTree, settings: Pat
     dtc = dtc_dir / "dtc"
     dtc.write_text("#!/bin/sh\necho 'Version: DTC 1.7.0'\n")
     dtc.chmod(0o755)
-    env = dict(os.environ, PATH=os.pathsep.join([str(dtc_dir), *path_dirs]))
+    env = dict(os.environ, PATH=os.pathsep.join([str(dtc_dir), no_dtc]))
     run = run_bf(["-G", str(settings), "-o", str(tmp_path / "o2"), "--dtc-skip", TABLE_BOARD],
                  cwd=demo.path, env=env)
     assert run.returncode == 101, run
