@@ -10,6 +10,7 @@ not move the expectation with it).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -159,3 +160,26 @@ def settings_file(directory: Path, text: str = "") -> Path:
     path = directory / "buildman.ini"
     path.write_text(text or "[toolchain]\n")
     return path
+
+
+def rebase_on_a_new_upstream_commit(repo: Path) -> None:
+    """``main`` of a demo tree gets a commit every board compiles (``drivers/serial.c``);
+    the ``demo`` branch is rebased onto it: a re-check after a rebase."""
+    git(repo, "checkout", "-q", "main")
+    with (repo / "drivers" / "serial.c").open("a") as f:
+        f.write("/* upstream moved on */\n")
+    git(repo, "commit", "-qam", "serial: a comment")
+    git(repo, "checkout", "-q", "demo")
+    git(repo, "rebase", "-q", "main")
+
+
+def without_job_control(err: bytes) -> bytes:
+    """An ``err`` without make's ``make[N]: *** Waiting for unfinished jobs....`` lines.
+
+    A parallel make prints that line only when another of its jobs is still
+    running as one fails: a matter of ``-j`` and timing, not of the build
+    (buildman's summary drops it too). Compare two builds' ``err`` with it
+    left out.
+    """
+    return b"".join(line for line in err.splitlines(keepends=True)
+                    if not re.match(rb"make(\[\d+\])?: \*\*\* Waiting for unfinished jobs", line))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from bfrun import without_job_control
 from buildfleet.demo import DemoTree, extra_target, make_demo_tree
 from faultkit import processes, uids_of
 from sshd_harness import SshdHarness
@@ -118,11 +119,7 @@ def _bytes(path: Path) -> bytes:
     second make, which compiles, prints it as ``make[1]: ***``.)
     """
     data = path.read_bytes()
-    if path.name == "err":
-        data = b"".join(line for line in data.splitlines(keepends=True)
-                        if not re.match(rb"make(\[\d+\])?: \*\*\* Waiting for unfinished jobs",
-                                        line))
-    return data
+    return without_job_control(data) if path.name == "err" else data
 
 
 def tree_differences(local: Path, other: Path) -> list[str]:

@@ -30,6 +30,7 @@ from bfrun import (
     done_code,
     git,
     make_lines,
+    rebase_on_a_new_upstream_commit,
     require_cross,
     result_dir,
     run_bf,
@@ -57,16 +58,6 @@ def _worktree_builds(out: Path) -> list[Path]:
                   if (p / ".git").is_file() and (p / "build").exists())
 
 
-def _rebase_on_a_new_upstream_commit(repo: Path) -> None:
-    """``main`` gets a commit every board compiles; ``demo`` is rebased onto it."""
-    git(repo, "checkout", "-q", "main")
-    with (repo / "drivers" / "serial.c").open("a") as f:
-        f.write("/* upstream moved on */\n")
-    git(repo, "commit", "-qam", "serial: a comment")
-    git(repo, "checkout", "-q", "demo")
-    git(repo, "rebase", "-q", "main")
-
-
 def test_rebase_with_kept_dirs_equals_clean_build(tmp_path: Path) -> None:
     require_cross()
     tree = make_demo_tree(tmp_path / "src", boards=8, commits=4)
@@ -76,7 +67,7 @@ def test_rebase_with_kept_dirs_equals_clean_build(tmp_path: Path) -> None:
     args = ["-b", "demo", "--boards", ",".join(BOARDS), "-r", "-o", str(out)]
     first = run_bf([*args, "-G", str(settings)], tree.path, bf_env())
     assert first.returncode == 100, first  # the demo breaks initech_rv2 once
-    _rebase_on_a_new_upstream_commit(tree.path)
+    rebase_on_a_new_upstream_commit(tree.path)
     second = run_bf([*args, "-G", str(settings)], tree.path, bf_env())
     assert second.returncode == 100, second
     revs = branch_revs(tree.path, "demo")

@@ -36,8 +36,8 @@ from bfrun import (
     bf_env,
     branch_revs,
     done_code,
-    git,
     make_lines,
+    rebase_on_a_new_upstream_commit,
     require_cross,
     result_dir,
     run_bf,
@@ -108,12 +108,7 @@ def test_a_rebased_branch_builds_every_board_on_its_kept_directory(tmp_path: Pat
             shutil.rmtree(path)  # run 1's history: the order comes from --costs alone
 
     # Upstream moves on (every board compiles serial.c); demo is rebased.
-    git(tree.path, "checkout", "-q", "main")
-    with (tree.path / "drivers" / "serial.c").open("a") as f:
-        f.write("/* upstream moved on */\n")
-    git(tree.path, "commit", "-qam", "serial: a comment")
-    git(tree.path, "checkout", "-q", "demo")
-    git(tree.path, "rebase", "-q", "main")
+    rebase_on_a_new_upstream_commit(tree.path)
     first = branch_revs(tree.path, "demo")[0]  # the new upstream commit
 
     costs = tmp_path / "costs.json"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bfrun import branch_revs, git, require_cross
+from bfrun import branch_revs, rebase_on_a_new_upstream_commit, require_cross
 from buildfleet.build import keep
 from buildfleet.demo import make_demo_tree
 from sshd_harness import SshdHarness
@@ -59,12 +59,7 @@ def test_a_worker_keeps_build_dirs_by_default_and_a_recheck_builds_on_them(
     assert state is not None and state["ok"] is True, state
     assert not [p for p in work.iterdir() if (p / "build").exists()]  # moved back
     # A new upstream commit, the branch rebased on it, and the re-check.
-    git(tree.path, "checkout", "-q", "main")
-    with (tree.path / "drivers" / "serial.c").open("a") as f:
-        f.write("/* upstream moved on */\n")
-    git(tree.path, "commit", "-qam", "serial: a comment")
-    git(tree.path, "checkout", "-q", "demo")
-    git(tree.path, "rebase", "-q", "main")
+    rebase_on_a_new_upstream_commit(tree.path)
     second = buildfleet(args, tree.path)
     assert second.rc == 0, second
     assert _work_dir(out, machine.name) / ".bm-work" == work
