@@ -204,3 +204,12 @@ def test_eviction_least_recently_built_first_and_never_a_locked_one(tmp_path: Pa
     assert removed == ["older", "old"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["busy", "new"]
     assert keep.evict(tmp_path, 1) == ["busy"]  # unlocked now: 1.2 MB -> 0.6 MB
+
+
+def test_only_a_boards_own_make_flags_are_in_its_fingerprint() -> None:
+    """``[make-flags]`` of another board in the run must not wipe this board's
+    kept directory (building A alone, then A with P, whose make has flags)."""
+    alone = BuildFlags().to_dict()
+    with_other = BuildFlags(make_flags={"P": ["FOO=1"]}).to_dict()
+    assert keep.fingerprint(alone, "tc", "A") == keep.fingerprint(with_other, "tc", "A")
+    assert keep.fingerprint(alone, "tc", "P") != keep.fingerprint(with_other, "tc", "P")

@@ -184,7 +184,7 @@ class Builder:
         # The worktree and O= too: kbuild records their absolute paths (build.keep).
         print_ = keep.fingerprint(self.flags.to_dict(), tc.toolchain_file(0)
                                   + env.get("CROSS_COMPILE", "") + str(slot.source_dir)
-                                  + f"\0{out_dir}")
+                                  + f"\0{out_dir}", board.target)
         try:
             if pooled and out_dir is not None:
                 keep.move_in(kept, out_dir)

@@ -81,9 +81,15 @@ class KeptDir:
             self.fd = -1
 
 
-def fingerprint(flags: dict[str, object], toolchain: str) -> str:
-    """What objects in a kept directory were built with: flags reaching make, toolchain."""
+def fingerprint(flags: dict[str, object], toolchain: str, target: str) -> str:
+    """What ``target``'s objects in a kept directory were built with: flags
+    reaching its make, toolchain. Of ``make_flags`` (``[make-flags]``, per
+    board) only the board's own count: another board entering or leaving the
+    run's selection must not wipe this one's directory."""
     relevant = {k: v for k, v in sorted(flags.items()) if k not in _IRRELEVANT}
+    per_board = relevant.get("make_flags")
+    if isinstance(per_board, dict):
+        relevant["make_flags"] = per_board.get(target, [])
     text = json.dumps([relevant, toolchain], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
