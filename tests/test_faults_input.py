@@ -10,6 +10,7 @@ compare the output tree with a clean local build.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import shlex
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bfrun import run_bf
-from buildfleet.build.failure import infra_reason
+from buildfleet.build.failure import exception_reason, infra_reason
 from buildfleet.fleet.dispatch.policy import FifoPolicy
 from buildfleet.fleet.dispatch.pool import JobPool
 from buildfleet.fleet.dispatch.sink import ResultSink
@@ -115,6 +116,17 @@ def test_out_of_disk_is_infrastructure_but_a_compiler_error_is_not(tmp_path: Pat
     compile_error = BuildResult("b", 0, 2, stderr="b.c:3:1: error: expected ';'\n")
     assert infra_reason(compile_error, tmp_path) is None
     assert infra_reason(BuildResult("b", 0, 0, stderr="No space left on device"), None) is None
+
+
+def test_a_full_disk_met_by_buildfleet_itself_is_out_of_disk_space() -> None:
+    """The disk can fill while buildfleet writes (a kept directory's state, a
+    checkout), not only while make does: the reason is the same either way (seen
+    in the disk-full fault test as 'exception: [Errno 28] ...')."""
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        reason = exception_reason(OSError(code, os.strerror(code)))
+        assert reason.startswith("out of disk space ("), reason
+    assert exception_reason(OSError(errno.ENOENT, "gone")) == "exception: [Errno 2] gone"
+    assert exception_reason(ValueError("bug")) == "exception: bug"
 
 
 @pytest.mark.parametrize("name", ["a b", "x;rm -rf y", "$(id)", "it's", "`x`", "~user", "-n"])

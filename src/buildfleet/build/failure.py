@@ -11,6 +11,7 @@ Stdlib and ``buildfleet`` only: workers import this on a bare ``python3``.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -60,6 +61,18 @@ def is_infra_exception(exc: BaseException) -> bool:
     buildfleet and counts as a thread exception (exit 102).
     """
     return isinstance(exc, OSError | InfraError)
+
+
+def exception_reason(exc: BaseException) -> str:
+    """The reason a board's build raised, as results and the log give it.
+
+    A full disk or quota met by buildfleet's own writes (a checkout, a kept
+    directory's state, a rename) is ``out of disk space``, as when make's
+    output says so: one classification whichever process hit the disk.
+    """
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"out of disk space ({exc})"
+    return f"exception: {exc}"
 
 
 def infra_line(executor: str, target: str, reason: str) -> str:

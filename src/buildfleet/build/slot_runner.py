@@ -20,7 +20,12 @@ from typing import Protocol
 
 from buildfleet.build.builder import Builder, BuildInterrupted
 from buildfleet.build.cancels import BoardStops
-from buildfleet.build.failure import infra_line, infra_reason, is_infra_exception
+from buildfleet.build.failure import (
+    exception_reason,
+    infra_line,
+    infra_reason,
+    is_infra_exception,
+)
 from buildfleet.build.workspace import Slot
 from buildfleet.model import BuildJob, BuildResult
 
@@ -168,14 +173,14 @@ class SlotRunner:
             self.feed.lost(job, exc.result, True)
         except Exception as exc:  # noqa: BLE001 - a slot must survive any board
             if is_infra_exception(exc):
-                self.log(infra_line(self.name, target, f"exception: {exc}"))
+                self.log(infra_line(self.name, target, exception_reason(exc)))
             else:
                 with self._lock:
                     self.exceptions += 1
                 self.log(f"Thread exception (board {target}): {exc}")
             if self.tracebacks:
                 self.log(traceback.format_exc().rstrip("\n"))
-            self.feed.lost(job, self._failure(job, delivered, f"exception: {exc}"),
+            self.feed.lost(job, self._failure(job, delivered, exception_reason(exc)),
                            is_infra_exception(exc))
         finally:
             self._stops.end(target)
